@@ -1,0 +1,130 @@
+"""The registry checks catch what they promise to catch, in a throwaway project run by pytester."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from workbench.findings import lines_hash
+
+pytest_plugins = ["pytester"]
+
+CODE = "def f(x):\n    return x / 0\n\n\ndef g():\n    pass\n"
+
+
+def _entry(fid: str, lines: tuple[int, int], sha: str) -> str:
+    return textwrap.dedent(f"""\
+        - id: {fid}
+          title: Проверочная находка {fid}
+          severity: minor
+          category: correctness
+          location:
+            file: sample.py
+            lines: [{lines[0]}, {lines[1]}]
+            sha: "{sha}"
+          problem: Деление на ноль.
+          fix: Не делить на ноль.
+        """)
+
+
+@pytest.fixture
+def project(pytester):
+    """A minimal workbench-shaped project: one source file, a registry, a tests folder."""
+    pytester.makefile(".ini", pytest=textwrap.dedent("""\
+        [pytest]
+        testpaths = tests
+        findings_registry = findings.yaml
+        evidence_matrix = out/matrix.json
+        pythonpath = .
+        """))
+    pytester.path.joinpath("sample.py").write_text(CODE)
+    pytester.mkdir("tests")
+    sha = lines_hash(CODE.splitlines()[0:2])
+
+    def write(registry: str, tests: str):
+        pytester.path.joinpath("findings.yaml").write_text(registry, encoding="utf-8")
+        pytester.path.joinpath("tests", "test_evidence.py").write_text(textwrap.dedent(tests))
+        return pytester.runpytest()
+
+    write.sha = sha
+    write.pytester = pytester
+    return write
+
+
+TEST_C1_01 = """
+    import pytest
+
+    @pytest.mark.finding("C1-01", side="as_given")
+    def test_divides_by_zero():
+        from sample import f
+        with pytest.raises(ZeroDivisionError):
+            f(1)
+
+    @pytest.mark.finding("C1-01", side="fixed")
+    @pytest.mark.pending("fixed code not built yet")
+    def test_fixed():
+        raise AssertionError("never runs")
+"""
+
+
+def test_clean_registry_passes_and_matrix_is_written(project):
+    result = project(_entry("C1-01", (1, 2), project.sha), TEST_C1_01)
+    result.assert_outcomes(passed=4, skipped=1)
+    matrix = json.loads(project.pytester.path.joinpath("out", "matrix.json").read_text())
+    row = matrix["findings"]["C1-01"]
+    assert (row["as_given"], row["fixed"]) == ("demonstrated", "pending")
+    assert matrix["complete_run"] is True
+
+
+def test_finding_without_evidence_fails_the_run(project):
+    registry = _entry("C1-01", (1, 2), project.sha) + _entry("C1-02", (1, 2), project.sha)
+    result = project(registry, TEST_C1_01)
+    result.assert_outcomes(passed=3, failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*every-finding-has-evidence*",
+                                 "*C1-02 (Проверочная находка C1-02) has no evidence test*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_only_fixed_side_is_not_evidence(project):
+    tests = TEST_C1_01.replace('side="as_given"', 'side="fixed"')
+    result = project(_entry("C1-01", (1, 2), project.sha), tests)
+    result.stdout.fnmatch_lines(["*C1-01 * has no evidence test on the as-given or patched code*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_unknown_id_fails_the_run(project):
+    tests = TEST_C1_01 + """
+    @pytest.mark.finding("C1-99", side="as_given")
+    def test_other():
+        pass
+    """
+    result = project(_entry("C1-01", (1, 2), project.sha), tests)
+    result.stdout.fnmatch_lines(["*test_other names C1-99, which is not in the registry*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_marker_without_side_fails_the_run(project):
+    tests = TEST_C1_01.replace('side="as_given"', "")
+    result = project(_entry("C1-01", (1, 2), project.sha), tests)
+    result.stdout.fnmatch_lines(["*test_divides_by_zero: use @pytest.mark.finding*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.mark.parametrize("lines, sha, message", [
+    ((1, 2), "000000000000", "*lines 1-2 of sample.py changed*"),
+    ((5, 9), "000000000000", "*lines 5-9 are outside sample.py (1-6)*"),
+    ((1, 2), "", "*location has no sha*"),
+])
+def test_stale_or_impossible_location_fails_the_run(project, lines, sha, message):
+    result = project(_entry("C1-01", lines, sha), TEST_C1_01)
+    result.stdout.fnmatch_lines(["*registry-is-valid*", message])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_partial_run_skips_the_coverage_check_but_not_the_id_check(project):
+    registry = _entry("C1-01", (1, 2), project.sha) + _entry("C1-02", (1, 2), project.sha)
+    project(registry, TEST_C1_01)
+    result = project.pytester.runpytest("-k", "divides")
+    result.assert_outcomes(passed=3)
+    assert "every-finding-has-evidence" not in result.stdout.str()
