@@ -128,3 +128,4 @@ def test_partial_run_skips_the_coverage_check_but_not_the_id_check(project):
     result = project.pytester.runpytest("-k", "divides")
     result.assert_outcomes(passed=3)
     assert "every-finding-has-evidence" not in result.stdout.str()
+    assert project.pytester.path.joinpath("out", "matrix-partial.json").is_file()

@@ -220,6 +220,9 @@ def pytest_sessionfinish(session, exitstatus):
         return
     matrix = build_matrix(state)
     path: Path = state["matrix_path"]
+    if not matrix["complete_run"]:  # the review reads only complete runs; keep partial ones aside
+        path = path.with_name(path.stem + "-partial" + path.suffix)
+    state["written_to"] = path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(matrix, indent=2, ensure_ascii=False), encoding="utf-8")
     path.with_suffix(".md").write_text(_matrix_markdown(matrix), encoding="utf-8")
@@ -235,4 +238,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(
         f"evidence matrix: {len(matrix['findings'])} findings; as-given demonstrated "
         f"{count('as_given', 'demonstrated')}; fixed passes {count('fixed', 'passes')}, "
-        f"pending {count('fixed', 'pending')}; written to {config.stash[_KEY]['matrix_path']}")
+        f"pending {count('fixed', 'pending')}; written to {config.stash[_KEY]['written_to']}")

@@ -1,0 +1,94 @@
+"""The embedded PostgreSQL: URLs, databases, the command line, and nothing left running."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from urllib.parse import parse_qs, urlsplit
+
+import psutil
+import psycopg2
+import pytest
+
+from workbench import pg
+
+
+def _socket_dir(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["host"][0]
+
+
+def _postgres_processes_for(datadir_hint: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["name", "cmdline", "status"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if "postgres" in (p.info["name"] or "") and datadir_hint in cmd \
+                    and p.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != pg.ENV_VAR}
+    env.update(extra)
+    return env
+
+
+def test_fresh_database_is_empty_and_separate(database_url, fresh_database_url):
+    assert fresh_database_url != database_url
+    with psycopg2.connect(fresh_database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_database(), count(*) FROM pg_tables WHERE schemaname='public'")
+        name, tables = cur.fetchone()
+    conn.close()
+    assert name == urlsplit(fresh_database_url).path.lstrip("/")
+    assert tables == 0
+
+
+@pytest.mark.parametrize("name", ["x; DROP", "1abc", "a" * 64, "with space"])
+def test_unsafe_database_names_are_refused(database_url, name):
+    with pytest.raises(ValueError, match="not a safe database name"):
+        pg.create_database(database_url, name)
+
+
+def test_database_url_env_var_wins(monkeypatch):
+    monkeypatch.setenv(pg.ENV_VAR, "postgresql://someone@db.invalid/x")
+    with pg.database_url() as url:
+        assert url == "postgresql://someone@db.invalid/x"
+
+
+def test_run_sets_database_url_and_stops_the_server():
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench.pg", "run", "--", sys.executable, "-c",
+         "import os, psycopg2; u = os.environ['DATABASE_URL']; psycopg2.connect(u).close(); print(u)"],
+        env=_clean_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    url = out.stdout.strip().splitlines()[-1]
+    assert url.startswith("postgresql://")
+    assert _postgres_processes_for(_socket_dir(url)) == []
+
+
+def test_run_without_a_command_is_a_clear_error():
+    out = subprocess.run([sys.executable, "-m", "workbench.pg", "run"], env=_clean_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "nothing to run" in out.stderr
+
+
+def test_serve_prints_url_and_stops_on_sigterm():
+    proc = subprocess.Popen([sys.executable, "-m", "workbench.pg", "serve"], env=_clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        conn = psycopg2.connect(url, connect_timeout=10)
+        conn.close()
+        assert _postgres_processes_for(_socket_dir(url)), "server should be running"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert _postgres_processes_for(_socket_dir(url)) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
