@@ -33,10 +33,10 @@ def record(name: str, data: dict) -> Path:
     return path
 
 
-def load_all() -> dict:
-    """Every recorded result, by name."""
+def load_all(folder: Path | None = None) -> dict:
+    """Every recorded result, by name (from ``folder``, default the results dir)."""
     out = {}
-    d = results_dir()
+    d = folder or results_dir()
     if d.is_dir():
         for p in sorted(d.glob("*.json")):
             out[p.stem] = json.loads(p.read_text(encoding="utf-8"))

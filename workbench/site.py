@@ -38,6 +38,8 @@ CATEGORY_RU = {"correctness": "корректность", "concurrency": "кон
 STATUS_RU = {"demonstrated": "показано", "failed": "НЕ показано (тест упал)", "passes": "исправлено",
              "fails": "НЕ исправлено (тест упал)", "pending": "ожидается", "skipped": "пропущено",
              "no test": "нет теста", None: "нет данных (тесты не запускались)"}
+# Partials (answers to the task's extra questions, load results) shown after each case's narrative.
+PARTIALS = {1: ("case1_questions.md", "case1_volume.md"), 2: ("case2_load.md",)}
 CASE_TITLES = {1: "Кейс 1: скрипт обработки изображений", 2: "Кейс 2: сервис заданий на Flask"}
 
 
@@ -76,7 +78,7 @@ def gather(build: Path = BUILD, registry_path: Path = registry.DEFAULT_REGISTRY)
     nb_dir, lt_dir = build / "notebooks", build / "loadtests"
     return Inputs(
         findings=found, matrix=matrix, benchmarks=load_benchmarks(build / "benchmarks"),
-        results=results.load_all(),
+        results=results.load_all(build / "results"),
         notebooks=sorted(nb_dir.glob("*.ipynb")) if nb_dir.is_dir() else [],
         loadtests=sorted(p for p in lt_dir.iterdir() if p.is_file()) if lt_dir.is_dir() else [])
 
@@ -110,13 +112,19 @@ def _context(inputs: Inputs) -> dict:
         cards.append({"f": f, "excerpt": f.excerpt(), "evidence": _evidence(inputs.matrix, f.id),
                       "lang": "python" if f.file.endswith(".py") else ""})
     first_bench = next(iter(inputs.benchmarks.values()), None)
+    built = {p.stem for p in inputs.notebooks}
+
+    def notebook_link(stem: str, text: str) -> str:
+        # Link only notebooks the build executed: a dangling link would fail `mkdocs --strict`.
+        return f"[{text}](notebooks/{stem}.ipynb)" if stem in built else f"{text} (`notebooks/{stem}.ipynb`)"
+
     return {
         "cards": cards, "cards_by_case": {c: [x for x in cards if x["f"].case == c] for c in (1, 2)},
         "matrix": inputs.matrix, "benchmarks": inputs.benchmarks, "results": inputs.results,
         "notebooks": [p.stem for p in inputs.notebooks],
         "loadtests": [p.name for p in inputs.loadtests],
         "machine_summary": machine.summary(), "bench_machine": first_bench and first_bench["machine"],
-        "case_titles": CASE_TITLES, "severities": registry.SEVERITIES,
+        "notebook_link": notebook_link, "case_titles": CASE_TITLES, "severities": registry.SEVERITIES,
     }
 
 
@@ -138,8 +146,9 @@ def render_docs(inputs: Inputs, docs: Path) -> list[str]:
     for case in (1, 2):
         narrative = f"case{case}.md"
         has_narrative = (ROOT / "review" / narrative).is_file()
+        partials = [p for p in PARTIALS[case] if (ROOT / "review" / p).is_file()]
         page("case_page.md.j2", narrative, CASE_TITLES[case], case=case,
-             narrative=narrative if has_narrative else None)
+             narrative=narrative if has_narrative else None, partials=partials)
     page("evidence.md.j2", "evidence.md", "Матрица доказательств")
     if inputs.benchmarks:
         page("benchmarks.md.j2", "benchmarks.md", "Бенчмарки")

@@ -1,0 +1,90 @@
+"""Helpers for the Case 1 evidence: the script variants, running them, and seeing swallowed exceptions."""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+AS_GIVEN = ROOT / "reference" / "case1" / "as_given" / "process_images.py"
+PATCHED = ROOT / "reference" / "case1" / "patched" / "process_images.py"
+FIXED_PACKAGE = "reference.case1.fixed"
+FAILURE_MESSAGE = "Connection to classification API failed"
+CLI_TIMEOUT = 120
+
+
+def variant_source(fixes: set[str]) -> str:
+    """The as-given source with only the patched file's hunks tagged ``PATCH <id>`` for ``fixes``.
+
+    Untagged hunks (the header comment and the real ``send_stats`` body) are always taken. This
+    lets a test show a defect that lies behind earlier ones, with nothing else changed.
+    """
+    old = AS_GIVEN.read_text(encoding="utf-8").splitlines(keepends=True)
+    new = PATCHED.read_text(encoding="utf-8").splitlines(keepends=True)
+    out, seen = [], set()
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        ids = set(re.findall(r"PATCH (C1-\d\d)", "".join(new[j1:j2])))
+        seen |= ids
+        out += new[j1:j2] if tag != "equal" and ids <= fixes else old[i1:i2]
+    unknown = fixes - seen
+    assert not unknown, f"the patched variant has no patch for {sorted(unknown)}"
+    return "".join(out)
+
+
+def write_variant(dest_dir: Path, *fixes: str) -> Path:
+    path = Path(dest_dir) / "process_images_variant.py"
+    path.write_text(variant_source(set(fixes)), encoding="utf-8")
+    return path
+
+
+def load_module(path: Path, name: str | None = None) -> types.ModuleType:
+    """Import a script file as a fresh module object."""
+    spec = importlib.util.spec_from_file_location(name or f"c1_{abs(hash(str(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(script: Path, *args: str, cwd: Path, dev_mode: bool = False,
+               timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
+    """Run a Case 1 script as the CLI it is, in ``cwd`` (where its output.json lands)."""
+    cmd = [sys.executable, *(["-X", "dev"] if dev_mode else []), str(script), *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def swallowed(func, *args, **kwargs):
+    """Call ``func`` and return (its result, the exceptions that passed through its own frame).
+
+    The as-given ``process_image`` hides every error behind one message; tracing the frame shows
+    which exception really happened without changing the code under test.
+    """
+    code, caught = func.__code__, []
+
+    def local(frame, event, arg):
+        if event == "exception" and not any(e is arg[1] for e in caught):
+            caught.append(arg[1])
+        return local
+
+    def global_trace(frame, event, arg):
+        return local if frame.f_code is code else None
+
+    previous = sys.gettrace()
+    sys.settrace(global_trace)
+    try:
+        result = func(*args, **kwargs)
+    finally:
+        sys.settrace(previous)
+    return result, caught
+
+
+def args_namespace(url: str, skip_rotation: bool = False, skip_resize: bool = False, **extra):
+    """What argparse would give ``process_image``."""
+    return types.SimpleNamespace(url=url, skip_rotation=skip_rotation, skip_resize=skip_resize, **extra)
+
+
+def not_image_lines(stdout: str) -> list[str]:
+    return [line[: -len(" is not an image")] for line in stdout.splitlines() if line.endswith(" is not an image")]

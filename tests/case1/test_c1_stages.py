@@ -1,0 +1,220 @@
+"""Stage by stage: listing, opening, transforming, the magic number, encoding, the HTTP call.
+
+Where the as-given code stops at an earlier defect, the evidence runs the patched variant, or the
+as-given code with only the earlier defects' patches applied (``write_variant``).
+"""
+from __future__ import annotations
+
+import json
+import typing
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image, UnidentifiedImageError
+
+from case1_support import (AS_GIVEN, FAILURE_MESSAGE, PATCHED, args_namespace, load_module,
+                           not_image_lines, run_script, swallowed, write_variant)
+from workbench.classifier_server import ClassifierServer
+from workbench.image_corpus import make_images
+from reference.case1.as_given import process_images as as_given
+from reference.case1.patched import process_images as patched
+
+
+@pytest.fixture(scope="module")
+def patched_run(corpus, tmp_path_factory):
+    """One patched run on the corpus against a real server."""
+    root, entries = corpus
+    cwd = tmp_path_factory.mktemp("patched_cwd")
+    with ClassifierServer() as server:
+        proc = run_script(PATCHED, "--input-dir", str(root), server.url, cwd=cwd)
+        received = server.counters.snapshot()
+    assert proc.returncode == 0, proc.stderr
+    return proc, received, json.loads((cwd / "output.json").read_text(encoding="utf-8")), root
+
+
+def test_patched_runs_end_to_end(patched_run):
+    proc, received, output, root = patched_run
+    sent = {"gray_301x199.jpg", "gray_64x64.png", "gray_odd_31x17.jpg", "rgba_120x80.png",
+            "palette_97x61.png", "photo_1024x768.jpg", "rgb_256x256.png"}
+    assert set(output) == {f"{root}/{n}" for n in sent}
+    assert received["accepted"] == len(sent) == received["stats_calls"]
+    assert received["rejected"] == {}
+    assert "Request time min/avg/max: 0:00:00.0" in proc.stdout
+
+
+@pytest.mark.finding("C1-03", side="patched")
+def test_listdir_takes_directories_and_does_not_recurse(patched_run):
+    proc, received, output, root = patched_run
+    assert f"{root}/nested" in not_image_lines(proc.stdout)  # its inner image is never seen
+    assert not any("inner" in key or "inside" in key for key in output)
+    # the directory "album.png" passes the filter; opening it fails behind the generic message
+    result, caught = swallowed(patched.process_image, f"{root}/album.png", {}, args_namespace("http://127.0.0.1:9"))
+    assert result == (None, None, None, None)
+    assert [type(e) for e in caught] == [IsADirectoryError]
+
+
+@pytest.mark.finding("C1-06", side="patched")
+def test_extension_check_is_narrow_and_trusts_names(patched_run):
+    proc, received, output, root = patched_run
+    rejected = {line.rsplit("/", 1)[1] for line in not_image_lines(proc.stdout)}
+    assert {"UPPER_80x60.JPG", "UPPER_80x60.PNG", "long_ext_80x60.jpeg", "bitmap_64x48.bmp"} <= rejected
+    assert "corrupt_truncated.jpg" not in rejected and "notes_not_image.png" not in rejected
+    assert f"{root}/corrupt_truncated.jpg" not in output and f"{root}/notes_not_image.png" not in output
+
+
+@pytest.mark.finding("C1-15", side="as_given")
+def test_return_annotation_disagrees_with_returns(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"not a jpeg")
+    hint = typing.get_type_hints(as_given.process_image)["return"]
+    assert typing.get_args(hint) == (timedelta, str, float, int)
+    assert as_given.process_image(str(tmp_path / "x.jpg"), {}, args_namespace("http://127.0.0.1:9")) == (None,) * 3
+
+
+@pytest.mark.finding("C1-16", side="as_given")
+@pytest.mark.parametrize("skip_rotation", [False, True])
+def test_resize_gets_float_size(corpus, server, skip_rotation, capsys):
+    root, _ = corpus
+    result, caught = swallowed(as_given.process_image, f"{root}/gray_64x64.png", {},
+                               args_namespace(server.url, skip_rotation=skip_rotation))
+    assert result == (None, None, None)
+    assert [(type(e), str(e)) for e in caught] == [(TypeError, "'float' object cannot be interpreted as an integer")]
+    assert capsys.readouterr().out == FAILURE_MESSAGE + "\n"
+    assert server.counters.snapshot()["connections"] == 0
+
+
+@pytest.mark.finding("C1-17", side="patched")
+def test_both_skip_flags_still_resize(corpus, server):
+    root, _ = corpus
+    args = args_namespace(server.url, skip_rotation=True, skip_resize=True)
+    assert patched.process_image(f"{root}/photo_1024x768.jpg", {}, args)[1] is not None
+    assert server.counters.snapshot()["images"] == [[512, 384, "RGB"]]
+
+
+@pytest.mark.finding("C1-18", side="patched")
+def test_rotated_image_is_squeezed_to_old_aspect(patched_run):
+    # 1024x768 rotated is 768x1024; halving it must give 384x512, the server got 512x384
+    assert [512, 384, "RGB"] in patched_run[1]["images"]
+    assert [384, 512, "RGB"] not in patched_run[1]["images"]
+
+
+@pytest.mark.finding("C1-19", side="patched")
+def test_tiny_image_resizes_to_zero(corpus, server):
+    root, _ = corpus
+    result, caught = swallowed(patched.process_image, f"{root}/tiny_1x1.jpg", {}, args_namespace(server.url))
+    assert result == (None, None, None, None)
+    assert [(type(e), str(e)) for e in caught] == [(ValueError, "height and width must be > 0")]
+
+
+@pytest.mark.finding("C1-20", side="as_given")
+def test_magic_of_colour_image_is_an_array_sent_three_times(tmp_path, start_server):
+    rgb = np.full((3, 3, 3), 10, np.uint8)
+    magic = as_given.calc_magic_number(rgb)
+    assert isinstance(magic, np.ndarray) and magic.shape == (3,)
+    # behind the earlier defects: requests turns the array into three "magic" parameters, rejected
+    module = load_module(write_variant(tmp_path, "C1-16", "C1-21"))
+    make_images(tmp_path / "in", 1, size=(30, 30), mode="RGB")
+    server = start_server()
+    result = module.process_image(str(tmp_path / "in" / "img_00000.jpg"), {}, args_namespace(server.url))
+    received = server.counters.snapshot()
+    assert received["rejected"] == {"magic_multiple": 1}
+    assert len(received["magic_values"][0]) == 3
+    assert result[1] is None  # C1-25: the 400 answer is read as a result with class None
+
+
+@pytest.mark.finding("C1-20", side="as_given")
+def test_magic_of_palette_image_uses_palette_indices():
+    indices = np.array([[0, 1], [1, 0]], np.uint8)  # what np.array() gives for a "P" image
+    image = Image.fromarray(indices, "P")
+    image.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)  # index 0 is white, 1 is black
+    as_grey = np.array(image.convert("L"))
+    assert as_given.calc_magic_number(np.array(image)) == (2 + 2) / 4  # black (index 1) weighs 1, white 0
+    assert as_given.calc_magic_number(as_grey.astype(np.int64)) == 255 * (1 + 4) / 4
+
+
+@pytest.mark.finding("C1-21", side="as_given")
+def test_jpg_is_not_a_pillow_format(corpus, server):
+    root, _ = corpus
+    result, caught = swallowed(as_given.process_image, f"{root}/tiny_1x1.jpg", {},
+                               args_namespace(server.url, skip_resize=True))
+    assert result == (None, None, None)
+    assert [(type(e), e.args) for e in caught] == [(KeyError, ("JPG",))]
+
+
+@pytest.mark.finding("C1-22", side="as_given")
+@pytest.mark.parametrize("name, mode", [("rgba_120x80.png", "RGBA"), ("palette_97x61.png", "P")])
+def test_jpeg_cannot_hold_rgba_or_palette(corpus, tmp_path, name, mode):
+    root, _ = corpus
+    module = load_module(write_variant(tmp_path, "C1-16", "C1-20", "C1-21", "C1-29"))
+    result, caught = swallowed(module.process_image, f"{root}/{name}", {}, args_namespace("http://127.0.0.1:9"))
+    assert result == (None, None, None)
+    assert [(type(e), str(e)) for e in caught] == [(OSError, f"cannot write mode {mode} as JPEG")]
+
+
+@pytest.mark.finding("C1-25", side="patched")
+def test_error_status_is_counted_as_class_none(tmp_path, start_server):
+    make_images(tmp_path / "in", 3, mode="L")
+    server = start_server(error_status=503)
+    proc = run_script(PATCHED, "--input-dir", str(tmp_path / "in"), server.url, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "None -- 3" in proc.stdout.splitlines()
+    output = json.loads((tmp_path / "output.json").read_text(encoding="utf-8"))
+    assert [v["class"] for v in output.values()] == [None] * 3
+    assert server.counters.snapshot()["rejected"] == {"forced_error": 3}
+
+
+@pytest.mark.finding("C1-26", side="patched")
+def test_response_json_is_parsed_four_times(corpus, server, monkeypatch):
+    root, _ = corpus
+    calls = []
+    original = requests.Response.json
+    monkeypatch.setattr(requests.Response, "json", lambda self, **kw: calls.append(1) or original(self, **kw))
+    patched.process_image(f"{root}/gray_64x64.png", {}, args_namespace(server.url))
+    assert len(calls) == 4
+
+
+@pytest.mark.finding("C1-26", side="patched")
+def test_elapsed_excludes_body_and_changes_units(corpus, start_server):
+    import time
+    root, _ = corpus
+    server = start_server(latency_ms=0, body_delay_ms=400)
+    results = {}
+    started = time.perf_counter()
+    elapsed = patched.process_image(f"{root}/gray_64x64.png", results, args_namespace(server.url))[0]
+    wall = time.perf_counter() - started
+    assert isinstance(elapsed, timedelta)
+    assert isinstance(results[f"{root}/gray_64x64.png"]["elapsed"], float)
+    assert elapsed.total_seconds() < wall / 2  # the 400 ms spent on the body is not in "elapsed"
+
+
+@pytest.mark.finding("C1-28", side="as_given")
+def test_bare_except_hides_the_cause(corpus, server, capsys):
+    root, _ = corpus
+    for name, expected in [("notes_not_image.png", UnidentifiedImageError),
+                           ("corrupt_truncated.jpg", OSError)]:
+        result, caught = swallowed(as_given.process_image, f"{root}/{name}", {}, args_namespace(server.url))
+        assert result == (None, None, None)
+        assert isinstance(caught[0], expected)
+    # a programming error gets the same message
+    result, caught = swallowed(as_given.process_image, f"{root}/gray_64x64.png", {}, object())
+    assert [type(e) for e in caught] == [AttributeError]
+    assert capsys.readouterr().out == (FAILURE_MESSAGE + "\n") * 3
+    assert server.counters.snapshot()["connections"] == 0  # the API was never contacted
+
+
+@pytest.mark.finding("C1-29", side="as_given")
+def test_magic_overflows_uint8(capsys):
+    big = np.full((16, 16), 200, np.uint8)
+    with pytest.raises(OverflowError, match="Python integer 256 out of bounds for uint8"):
+        as_given.calc_magic_number(big)
+    small = np.full((3, 3), 200, np.uint8)
+    with pytest.warns(RuntimeWarning, match="overflow encountered in scalar"):
+        wrapped = as_given.calc_magic_number(small)
+    assert wrapped == 32 / 9  # wrapped modulo 256
+    assert as_given.calc_magic_number(small.astype(np.int64)) == 200 * 36 / 9
+
+
+def test_variants_apply_only_the_named_patches(tmp_path):
+    source = write_variant(tmp_path, "C1-21").read_text(encoding="utf-8")
+    assert 'format="JPEG"' in source and "width / 2" in source and AS_GIVEN.read_text().count("width / 2") == 2
