@@ -1,0 +1,85 @@
+"""The Locust load runner: a short real run on loopback, and the arguments it refuses."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = ROOT / "loadtests" / "run.py"
+RUN_TIMEOUT = 90  # the run itself is 8 s of load plus start and stop
+
+
+def _run(args: list[str], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WORKBENCH_RESULTS_DIR=str(tmp_path / "results"))
+    return subprocess.run([sys.executable, str(RUNNER), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _gone(pid: int | None, timeout: float = 5.0) -> bool:
+    """True once ``pid`` (and the process group it leads) no longer runs."""
+    if pid is None:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        else:
+            alive = True
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_short_run_reaches_the_server_and_leaves_nothing_running(tmp_path):
+    out = tmp_path / "out"
+    proc = _run(["--out", str(out), "--server", "gunicorn", "--users", "5", "--run-time", "8"],
+                tmp_path, RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    summary = json.loads((out / "case2_load_summary.json").read_text(encoding="utf-8"))
+    assert summary["errors"] == {}
+    run = summary["servers"]["gunicorn"]
+    for key in ("requests", "rps", "failure_ratio", "latency_ms", "endpoints", "failure_kinds",
+                "failure_kinds_by_endpoint", "server_exceptions", "takes", "database",
+                "connections", "reports"):
+        assert key in run, key
+    assert run["requests"] > 0 and run["rps"] > 0
+    assert {"p50", "p95"} <= run["latency_ms"].keys()
+    assert "POST /tasks" in run["endpoints"]
+    for key in ("tasks_created", "sum_tasks_number", "lost_counter_updates", "taken_in_db"):
+        assert key in run["database"], key
+    assert run["database"]["tasks_created"] > 0
+    assert run["connections"]["after_stop"] == 0
+
+    for name in run["reports"].values():
+        assert (out / name).is_file(), name
+    recorded = json.loads((tmp_path / "results" / "case2_load.json").read_text(encoding="utf-8"))
+    assert recorded["data"]["servers"]["gunicorn"]["requests"] == run["requests"]
+    assert recorded["machine"]["cpu"]
+
+    pids = [run["pids"]["server"], run["pids"]["locust"], summary.get("postgres_pid")]
+    assert all(_gone(pid) for pid in pids), pids
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--host", "10.1.2.3"], "refusing non-loopback host"),
+    (["--host", "example.com"], "loopback"),
+    (["--users", "101"], "must be 1..100"),
+    (["--run-time", "3m"], "run time must be"),
+    (["--server", "uwsgi"], "invalid choice"),
+])
+def test_bad_arguments_are_refused(tmp_path, args, message):
+    proc = _run(["--out", str(tmp_path / "out"), *args], tmp_path, 30)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not (tmp_path / "out").exists()
