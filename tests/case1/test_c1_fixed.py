@@ -1,9 +1,10 @@
 """The "fixed" half of the Case 1 evidence: the redesigned pipeline must not show the defects.
 
-The redesigned pipeline (``reference/case1/fixed/``, a later issue) is expected to offer a CLI
-``python -m reference.case1.fixed --input-dir DIR [--output FILE] [--workers N] URL`` that writes
-one JSON object per image to FILE (default ``results.jsonl`` in the CWD) and exits 0, and a
-function ``calc_magic_number(array) -> float``. Until it exists these tests are skipped as pending.
+The redesigned pipeline (``reference/case1/fixed/``) offers a CLI
+``python -m reference.case1.fixed --input-dir DIR [--output FILE] [--workers N] [--timeout S] URL``
+that writes one JSON object per image to FILE (default ``results.jsonl`` in the CWD), recursing into
+subdirectories by default, and a function ``calc_magic_number(array) -> float``. Its unit tests are
+in ``test_c1_fixed_unit.py``.
 """
 from __future__ import annotations
 
@@ -17,9 +18,6 @@ import pytest
 
 from case1_support import CLI_TIMEOUT, FIXED_PACKAGE
 from workbench.image_corpus import make_images, pixels
-
-PENDING = pytest.mark.pending("redesigned pipeline is not built yet")
-
 
 def run_fixed(cwd, *args, timeout=CLI_TIMEOUT):
     return subprocess.run([sys.executable, "-X", "dev", "-m", FIXED_PACKAGE, *map(str, args)], cwd=cwd,
@@ -41,14 +39,12 @@ def by_name(results):
     return {r["path"].rsplit("/", 1)[-1]: r for r in results}
 
 
-@PENDING
 @pytest.mark.finding("C1-01", side="fixed")
 def test_fixed_requires_input_dir(tmp_path, server):
     proc = run_fixed(tmp_path, server.url)
     assert proc.returncode == 2 and "--input-dir" in proc.stderr
 
 
-@PENDING
 @pytest.mark.finding("C1-02", side="fixed")
 @pytest.mark.finding("C1-11", side="fixed")
 def test_fixed_concurrency_is_set_by_workers_and_stats_do_not_serialise(tmp_path, start_server):
@@ -60,7 +56,6 @@ def test_fixed_concurrency_is_set_by_workers_and_stats_do_not_serialise(tmp_path
     assert peaks["classify"] == 8 and peaks["stats"] > 1
 
 
-@PENDING
 @pytest.mark.finding("C1-03", side="fixed")
 @pytest.mark.finding("C1-06", side="fixed")
 @pytest.mark.finding("C1-19", side="fixed")
@@ -75,7 +70,6 @@ def test_fixed_takes_every_real_image_and_only_images(fixed_corpus_run):
     assert received["rejected"] == {}
 
 
-@PENDING
 @pytest.mark.finding("C1-04", side="fixed")
 def test_fixed_paths_are_joined_properly(tmp_path, server):
     make_images(tmp_path / "in", 1, size=(8, 8), mode="L")
@@ -83,7 +77,6 @@ def test_fixed_paths_are_joined_properly(tmp_path, server):
     assert [r["path"] for r in fixed_results(tmp_path / "out.jsonl")] == ["in/img_00000.jpg"]
 
 
-@PENDING
 @pytest.mark.finding("C1-05", side="fixed")
 @pytest.mark.finding("C1-10", side="fixed")
 @pytest.mark.finding("C1-14", side="fixed")
@@ -98,7 +91,6 @@ def test_fixed_processes_jpg_and_png_and_reports_stats(tmp_path, server):
     assert "Request time min/avg/max:" in proc.stdout
 
 
-@PENDING
 @pytest.mark.finding("C1-07", side="fixed")
 @pytest.mark.finding("C1-12", side="fixed")
 @pytest.mark.finding("C1-13", side="fixed")
@@ -109,7 +101,6 @@ def test_fixed_clean_exit_on_empty_dir_without_resource_warnings(tmp_path, serve
     assert fixed_results(tmp_path / "out.jsonl") == []
 
 
-@PENDING
 @pytest.mark.finding("C1-08", side="fixed")
 def test_fixed_progress_counts_completions(tmp_path, start_server):
     make_images(tmp_path / "in", 4, size=(8, 8), mode="L")
@@ -119,7 +110,6 @@ def test_fixed_progress_counts_completions(tmp_path, start_server):
     assert "4/4" in proc.stderr.splitlines()[-1]
 
 
-@PENDING
 @pytest.mark.finding("C1-09", side="fixed")
 @pytest.mark.finding("C1-30", side="fixed")
 def test_fixed_magic_is_vectorised_and_exact():
@@ -132,7 +122,6 @@ def test_fixed_magic_is_vectorised_and_exact():
     assert time.perf_counter() - started < 0.5
 
 
-@PENDING
 @pytest.mark.finding("C1-15", side="fixed")
 @pytest.mark.finding("C1-28", side="fixed")
 def test_fixed_reports_the_real_cause(fixed_corpus_run):
@@ -141,7 +130,6 @@ def test_fixed_reports_the_real_cause(fixed_corpus_run):
     assert "Connection" not in results["corrupt_truncated.jpg"]["error"]
 
 
-@PENDING
 @pytest.mark.finding("C1-17", side="fixed")
 @pytest.mark.finding("C1-18", side="fixed")
 def test_fixed_rotation_keeps_aspect_and_flags_compose(corpus, start_server, tmp_path):
@@ -154,7 +142,6 @@ def test_fixed_rotation_keeps_aspect_and_flags_compose(corpus, start_server, tmp
         assert server.counters.snapshot()["images"] == [size + ["RGB"]]
 
 
-@PENDING
 @pytest.mark.finding("C1-20", side="fixed")
 @pytest.mark.finding("C1-29", side="fixed")
 def test_fixed_magic_is_one_exact_number(fixed_corpus_run):
@@ -163,7 +150,6 @@ def test_fixed_magic_is_one_exact_number(fixed_corpus_run):
     assert "magic_multiple" not in received["rejected"]
 
 
-@PENDING
 @pytest.mark.finding("C1-23", side="fixed")
 def test_fixed_gives_up_on_a_silent_server(tmp_path, silent_endpoint):
     url, _ = silent_endpoint
@@ -172,7 +158,6 @@ def test_fixed_gives_up_on_a_silent_server(tmp_path, silent_endpoint):
     assert proc.returncode != 0 or "timed out" in (tmp_path / "results.jsonl").read_text()
 
 
-@PENDING
 @pytest.mark.finding("C1-24", side="fixed")
 def test_fixed_reuses_connections(tmp_path, server):
     make_images(tmp_path / "in", 10, size=(8, 8), mode="L")
@@ -180,7 +165,6 @@ def test_fixed_reuses_connections(tmp_path, server):
     assert server.counters.snapshot()["connections"] <= 4
 
 
-@PENDING
 @pytest.mark.finding("C1-25", side="fixed")
 def test_fixed_treats_error_status_as_failure(tmp_path, start_server):
     make_images(tmp_path / "in", 2, size=(8, 8), mode="L")
@@ -190,7 +174,6 @@ def test_fixed_treats_error_status_as_failure(tmp_path, start_server):
     assert all("503" in r["error"] for r in fixed_results(tmp_path / "results.jsonl"))
 
 
-@PENDING
 @pytest.mark.finding("C1-26", side="fixed")
 @pytest.mark.finding("C1-27", side="fixed")
 def test_fixed_records_full_request_time_in_seconds(tmp_path, start_server):

@@ -1,0 +1,268 @@
+"""Unit tests of the redesigned Case 1 pipeline (``reference/case1/fixed``), in process.
+
+They run against the real local classification server over HTTP on 127.0.0.1, every request with
+a timeout. The CLI-level evidence for the findings is in ``test_c1_fixed.py``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from reference.case1.fixed import calc_magic_number
+from reference.case1.fixed.cli import main
+from reference.case1.fixed.client import Client
+from reference.case1.fixed.discovery import iter_images
+from reference.case1.fixed.imaging import half_size, jpeg_compatible, prepare, transform
+from reference.case1.fixed.pipeline import EXIT_INTERRUPTED, Options, RunningStats, run
+from workbench.image_corpus import make_images, pixels
+
+
+def run_cli(tmp_path, monkeypatch, *args):
+    """``main()`` in this process, in ``tmp_path``; returns (exit code, {file name: result})."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["--no-progress", *map(str, args)])
+    lines = (tmp_path / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    return code, {os.path.basename(r["path"]): r for r in map(json.loads, lines)}
+
+
+@pytest.fixture
+def fast_server(start_server):
+    return start_server(latency_ms=0, stats_latency_ms=0)
+
+
+# --- bad input: clear errors, nothing lost ---------------------------------------------------
+
+
+def test_bad_files_are_error_lines_and_the_rest_is_classified(tmp_path, monkeypatch, fast_server):
+    make_images(tmp_path / "in", 2, size=(16, 12))
+    whole = (tmp_path / "in" / "img_00000.jpg").read_bytes()
+    (tmp_path / "in" / "cut.jpg").write_bytes(whole[: len(whole) // 3])
+    (tmp_path / "in" / "text.png").write_text("not a picture", encoding="utf-8")
+    (tmp_path / "in" / "notes.txt").write_text("ignored: no image extension", encoding="utf-8")
+    code, results = run_cli(tmp_path, monkeypatch, "--input-dir", tmp_path / "in", fast_server.url)
+    assert code == 1  # some images failed
+    assert set(results) == {"img_00000.jpg", "img_00001.jpg", "cut.jpg", "text.png"}
+    assert results["img_00000.jpg"]["class"] and results["img_00001.jpg"]["class"]
+    assert results["cut.jpg"]["error"].startswith("OSError: ") and results["cut.jpg"]["class"] is None
+    assert "cannot identify image file" in results["text.png"]["error"]
+    counters = fast_server.counters.snapshot()
+    assert counters["accepted"] == 2 and counters["stats_calls"] == 2 and counters["rejected"] == {}
+
+
+def test_server_error_is_an_error_line_with_the_status(tmp_path, monkeypatch, capsys, start_server):
+    make_images(tmp_path / "in", 2, size=(8, 8), mode="L")
+    server = start_server(latency_ms=0, error_status=500)
+    code, results = run_cli(tmp_path, monkeypatch, "--input-dir", tmp_path / "in", server.url)
+    assert code == 1
+    for result in results.values():
+        assert result["error"].startswith("HTTPError: 500 Server Error") and "forced_error" in result["error"]
+        assert result["class"] is None
+    assert server.counters.snapshot()["stats_calls"] == 0  # failures are not counted as requests
+    out = capsys.readouterr().out
+    assert "None" not in out and "Request time min/avg/max: n/a" in out
+
+
+def test_timeout_against_a_silent_server(tmp_path, silent_endpoint):
+    url, _ = silent_endpoint
+    jpeg = prepare(str(make_images(tmp_path, 1, size=(8, 8))[0])).jpeg
+    started = time.perf_counter()
+    with Client(url, timeout=0.5) as client, pytest.raises(requests.ReadTimeout):
+        client.classify(jpeg, 1.0)
+    assert time.perf_counter() - started < 3  # one attempt: a POST that may have arrived is not retried
+
+
+def test_a_malformed_answer_is_an_error_not_a_class(monkeypatch, fast_server, tmp_path):
+    jpeg = prepare(str(make_images(tmp_path, 1, size=(8, 8))[0])).jpeg
+    monkeypatch.setattr(requests.Response, "json", lambda self, **kw: {"class": None, "score": 0.5})
+    with Client(fast_server.url, timeout=5) as client, pytest.raises(requests.RequestException, match="unexpected"):
+        client.classify(jpeg, 1.0)
+
+
+def test_unreachable_server_is_an_error_line(tmp_path, monkeypatch):
+    make_images(tmp_path / "in", 1, size=(8, 8))
+    with socket.socket() as sock:  # a port that was free a moment ago: nobody listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, results = run_cli(tmp_path, monkeypatch, "--input-dir", tmp_path / "in", "--timeout", 2,
+                            f"http://127.0.0.1:{port}")
+    assert code == 1 and results["img_00000.jpg"]["error"].startswith("ConnectionError: ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input-dir", "missing", "http://127.0.0.1:1"], "is not a directory"),
+    (["--input-dir", "file.txt", "http://127.0.0.1:1"], "is not a directory"),
+    (["--input-dir", ".", "ftp://127.0.0.1"], "expected an http:// or https:// URL"),
+    (["--input-dir", ".", "127.0.0.1:8000"], "expected an http:// or https:// URL"),
+    (["--input-dir", ".", "http://127.0.0.1:99999"], "bad port"),
+    (["--input-dir", ".", "--workers", "0", "http://127.0.0.1:1"], "expected a whole number >= 1"),
+    (["--input-dir", ".", "--timeout", "-1", "http://127.0.0.1:1"], "expected a number of seconds > 0"),
+    (["--input-dir", ".", "--output", "no/such/dir/out.jsonl", "http://127.0.0.1:1"], "cannot be written"),
+])
+def test_usage_errors_exit_2_with_a_clear_message(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.txt").write_text("x", encoding="utf-8")
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions and a non-root user")
+def test_unreadable_input_dir_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0)
+    try:
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(SystemExit) as exited:
+            main(["--input-dir", str(locked), "http://127.0.0.1:1"])
+        assert exited.value.code == 2 and "cannot be read" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+# --- the pipeline: bounded, streaming, interruptible ------------------------------------------
+
+
+def test_submission_window_is_bounded(tmp_path, start_server):
+    server = start_server(latency_ms=20, stats_latency_ms=0)
+    paths = [str(p) for p in make_images(tmp_path, 30, size=(8, 8), mode="L")]
+    output, ahead = io.StringIO(), []
+
+    def lazy():
+        for number, path in enumerate(paths):
+            ahead.append(number - output.getvalue().count("\n"))  # taken but not yet written
+            yield path
+
+    summary = run(lazy(), Options(server.url, workers=3, timeout=5, progress=False), output)
+    assert summary.succeeded == 30 and output.getvalue().count("\n") == 30
+    assert max(ahead) <= 2 * 3  # never more than the window in flight, however long the input
+
+
+def test_keyboard_interrupt_keeps_what_was_written(tmp_path, start_server):
+    server = start_server(latency_ms=200, stats_latency_ms=0)
+    paths = [str(p) for p in make_images(tmp_path, 3, size=(8, 8), mode="L")]
+
+    def interrupted():
+        yield from paths
+        raise KeyboardInterrupt
+
+    output = io.StringIO()
+    summary = run(interrupted(), Options(server.url, workers=2, timeout=5, progress=False), output)
+    assert summary.interrupted and summary.exit_code == EXIT_INTERRUPTED
+    # the two running requests finish and are written; the queued third one is cancelled, not faked
+    written = [json.loads(line) for line in output.getvalue().splitlines()]
+    assert sorted(r["path"] for r in written) == paths[:2] and all(r["class"] for r in written)
+    assert server.counters.snapshot()["accepted"] == 2
+
+
+def test_one_session_per_worker_for_classify_and_stats(tmp_path, fast_server):
+    paths = [str(p) for p in make_images(tmp_path, 12, size=(8, 8), mode="L")]
+    run(paths, Options(fast_server.url, workers=3, timeout=5, progress=False), io.StringIO())
+    counters = fast_server.counters.snapshot()
+    assert counters["accepted"] == counters["stats_calls"] == 12
+    assert counters["connections"] <= 3
+    payload = counters["stats_payloads"][0]
+    assert set(payload) == {"elapsed", "class", "image_size"} and isinstance(payload["elapsed"], float)
+
+
+def test_running_stats():
+    stats = RunningStats()
+    assert stats.summary() == "n/a"
+    for value in (0.5, 0.25, 1.0):
+        stats.add(value)
+    assert (stats.low, stats.high, stats.count) == (0.25, 1.0, 3)
+    assert stats.summary("{:.3f}") == "0.250/0.583/1.000"
+
+
+# --- discovery --------------------------------------------------------------------------------
+
+
+def test_discovery_is_lazy_case_insensitive_and_recursion_is_optional(tmp_path):
+    for name in ("a.JPG", "b.jpeg", "c.Png", "d.bmp", "e.txt", "f", "sub/g.jpg", "album.png/h.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = iter_images(str(tmp_path), recursive=False)
+    assert iter(found) is found  # a generator, not a list
+    names = lambda paths: sorted(os.path.relpath(p, tmp_path) for p in paths)  # noqa: E731
+    assert names(found) == ["a.JPG", "b.jpeg", "c.Png", "d.bmp"]
+    assert names(iter_images(str(tmp_path))) == ["a.JPG", "album.png/h.jpg", "b.jpeg", "c.Png", "d.bmp",
+                                                  "sub/g.jpg"]
+    with pytest.raises(FileNotFoundError):
+        next(iter_images(str(tmp_path / "missing")))
+
+
+# --- imaging ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size, expected", [((1024, 768), (512, 384)), ((1, 1), (1, 1)), ((3, 1), (1, 1)),
+                                             ((31, 17), (15, 8))])
+def test_half_size_is_whole_and_never_zero(size, expected):
+    assert half_size(size) == expected
+
+
+@pytest.mark.parametrize("rotate, resize, expected", [(True, True, (15, 20)), (True, False, (30, 40)),
+                                                      (False, True, (20, 15)), (False, False, (40, 30))])
+def test_rotation_and_resize_are_independent(rotate, resize, expected):
+    assert transform(pixels(40, 30, "RGB", 1), rotate=rotate, resize=resize).size == expected
+
+
+def test_modes_become_jpeg_compatible():
+    transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert jpeg_compatible(transparent).getpixel((0, 0)) == (255, 255, 255)  # white, not black
+    assert jpeg_compatible(pixels(8, 8, "P", 1)).mode == "RGB"
+    assert jpeg_compatible(Image.new("I;16", (4, 4))).mode == "L"
+    grey = pixels(8, 8, "L", 1)
+    assert jpeg_compatible(grey) is grey
+
+
+def test_prepare_sends_a_jpeg_with_the_magic_of_its_luminance(tmp_path):
+    path = tmp_path / "rgba.png"
+    pixels(40, 30, "RGBA", 2).save(path)
+    prepared = prepare(str(path))
+    with Image.open(io.BytesIO(prepared.jpeg)) as sent:
+        assert (sent.format, sent.mode, sent.size) == ("JPEG", "RGB", (15, 20)) == ("JPEG", prepared.mode,
+                                                                                   prepared.size)
+    assert isinstance(prepared.magic, float) and np.isfinite(prepared.magic)
+
+
+# --- magic ------------------------------------------------------------------------------------
+
+
+def slow_magic(image) -> float:
+    """The definition, with Python integers."""
+    return sum((x + 1) * (y + 1) * int(v) for (x, y), v in np.ndenumerate(image)) / image.size
+
+
+def test_magic_matches_the_definition_without_uint8_overflow():
+    image = np.full((7, 5), 255, dtype=np.uint8)
+    assert calc_magic_number(image) == slow_magic(image)
+    small = np.asarray(pixels(13, 9, "L", 4))
+    assert calc_magic_number(small) == slow_magic(small)
+
+
+def test_magic_falls_back_to_exact_integers_beyond_int64():
+    image = np.full((4, 3), 2**60, dtype=np.int64)  # the weighted sum is far beyond int64
+    assert calc_magic_number(image) == slow_magic(image)
+
+
+def test_magic_of_a_colour_image_is_its_luminance():
+    rgb = pixels(20, 10, "RGB", 5)
+    expected = calc_magic_number(np.asarray(rgb.convert("L")))
+    assert calc_magic_number(np.asarray(rgb)) == expected
+    assert calc_magic_number(np.asarray(rgb.convert("RGBA"))) == expected
+    assert isinstance(expected, float)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 3), np.uint8), np.zeros((2, 2, 2), np.uint8),
+                                 np.zeros((2, 2, 3), np.float32), np.array([["a"]])])
+def test_magic_rejects_what_it_cannot_define(bad):
+    with pytest.raises(ValueError):
+        calc_magic_number(bad)
+
