@@ -1,0 +1,148 @@
+"""API design and code-level findings that are observable on the running service or the module."""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from werkzeug.routing import BuildError
+
+from workbench.service_runner import db_params, load_app_module
+
+from .helpers import b64, evidence
+
+AS_GIVEN = Path(__file__).resolve().parents[2] / "reference" / "case2" / "as_given" / "app.py"
+
+
+@pytest.mark.finding("C2-11", side="as_given")
+def test_credentials_and_host_are_hard_coded():
+    module = load_app_module(fresh=True)
+    assert module.db.database == "test"
+    assert module.db.connect_params == {"user": "postgres", "password": "postgres", "host": "postgres"}
+
+
+@pytest.mark.finding("C2-11", side="fixed")
+@pytest.mark.pending("fixed service is not built yet")
+def test_fixed_reads_database_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db.invalid:5433/tasks")
+    module = load_app_module("reference.case2.fixed.app", fresh=True)
+    assert "password" not in ast_strings("reference/case2/fixed/app.py")
+    assert db_params("postgresql://u:p@db.invalid:5433/tasks")[0] == module.db.database
+
+
+def ast_strings(path):
+    tree = ast.parse((Path(__file__).resolve().parents[2] / path).read_text())
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+@pytest.mark.finding("C2-28", side="as_given")
+def test_counter_decorator_without_wraps_renames_the_endpoint():
+    module = load_app_module(fresh=True)
+    app = module.app
+    endpoints = {(r.rule, tuple(sorted(r.methods - {"HEAD", "OPTIONS"}))): r.endpoint
+                 for r in app.url_map.iter_rules()}
+    assert endpoints[("/tasks", ("POST",))] == "wrapper"  # not "create_task"
+    with app.test_request_context():
+        with pytest.raises(BuildError):
+            app.url_for("create_task")
+    # A second counted view cannot even be registered: same endpoint name.
+    with pytest.raises(AssertionError, match="overwriting an existing endpoint function: wrapper"):
+        app.route("/other", methods=["POST"])(module.with_transaction()(module.with_tasks_counter(lambda: None)))
+
+
+@pytest.mark.finding("C2-28", side="fixed")
+@pytest.mark.pending("fixed service is not built yet")
+def test_fixed_endpoints_keep_view_names():
+    module = load_app_module("reference.case2.fixed.app", fresh=True)
+    assert "wrapper" not in {r.endpoint for r in module.app.url_map.iter_rules()}
+
+
+@evidence("C2-29")
+def test_documented_path_is_not_served(service, side):
+    user = service.api.create_user("a@example.com")
+    documented = service.api.delete(f"/user/{user['id']}", user)
+    if side == "as_given":
+        assert documented.status_code == 404
+        assert service.api.delete(f"/users/{user['id']}", user).status_code == 200
+    else:
+        assert documented.status_code in (204, 404)
+
+
+@evidence("C2-30")
+def test_get_take_free_task_changes_state_on_every_call(service, side):
+    user = service.api.create_user("a@example.com")
+    tasks = [service.api.create_task(user) for _ in range(2)]
+    got = [service.api.get("/take_free_task", user) for _ in range(3)]
+    if side == "as_given":
+        assert [r.status_code for r in got] == [200, 200, 404]
+        assert [r.json()["id"] for r in got[:2]] == [t["id"] for t in tasks]
+        assert all("Cache-Control" not in r.headers for r in got)
+        assert [t[1] for t in service.db.tasks()] == [False, False]
+    else:
+        assert service.api.request("POST", "/take_free_task", user).status_code in (200, 404)
+        assert got[0].status_code == 405
+
+
+@evidence("C2-31")
+def test_base64_image_costs_a_third_more_bytes(service, side):
+    user = service.api.create_user("a@example.com")
+    image = bytes(range(256)) * 4096  # 1 MiB
+    body = json.dumps({"meta": "m", "image": b64(image)}).encode()
+    r = service.api.request("POST", "/tasks", user, data=body, headers={"Content-Type": "application/json"})
+    overhead = len(body) / len(image) - 1
+    if side == "as_given":
+        assert r.status_code == 200 and 0.33 <= overhead <= 0.34
+    else:
+        raw = service.api.request("POST", "/tasks", user, data=image, headers={"Content-Type": "image/png"})
+        assert raw.status_code == 201
+
+
+@evidence("C2-33")
+def test_task_list_has_no_pagination(service, side):
+    user = service.api.create_user("a@example.com")
+    service.db.all("INSERT INTO task (free, metadata, owner_id) SELECT true, 'm', %s "
+                   "FROM generate_series(1, 500)", user["id"])
+    r = service.api.get("/tasks", user, params={"limit": 10, "page": 2, "per_page": 10})
+    if side == "as_given":
+        assert isinstance(r.json(), list) and len(r.json()) == 500
+    else:
+        assert len(r.json()["items"]) == 10
+
+
+@evidence("C2-34")
+def test_status_codes_and_field_names_of_responses(service, side):
+    api = service.api
+    created = api.request("POST", "/users", json={"email": "a@example.com"})
+    user = created.json()
+    task = api.post_task(user, meta="x")
+    deleted = api.delete(f"/tasks/{task.json()['id']}", user)
+    if side == "as_given":
+        assert (created.status_code, task.status_code) == (200, 200)
+        assert "Location" not in created.headers and "Location" not in task.headers
+        assert "meta" not in task.json() and task.json()["metadata"] == "x"  # sent as "meta"
+        assert (deleted.status_code, deleted.json()) == (200, {})
+    else:
+        assert (created.status_code, task.status_code, deleted.status_code) == (201, 201, 204)
+
+
+@pytest.mark.finding("C2-35", side="as_given")
+def test_readability_nits_are_in_the_source():
+    source = AS_GIVEN.read_text()
+    tree = ast.parse(source)
+    joins = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and ast.unparse(n.func) == "os.path.join" and "task_images" in ast.unparse(n)]
+    assert len(joins) == 3  # the image path is built in three places
+    assert "(Task.free == True)" in source and ".limit(1).first()" in source
+    assert "model_to_dict(t, recurse=True)" in source  # recurse=True is already the default
+    import inspect
+
+    from playhouse.shortcuts import model_to_dict
+    assert inspect.signature(model_to_dict).parameters["recurse"].default is True
+
+
+@pytest.mark.finding("C2-35", side="fixed")
+@pytest.mark.pending("fixed service is not built yet")
+def test_fixed_source_builds_image_path_once():
+    source = (AS_GIVEN.parents[1] / "fixed" / "app.py").read_text()
+    assert source.count("task_images") <= 1 and "== True" not in source

@@ -1,0 +1,105 @@
+"""The image file on disk against the database row, on every path."""
+from __future__ import annotations
+
+import peewee
+
+from .helpers import BMP_MAGIC, JPEG_MAGIC, PNG_1PX, b64, evidence
+
+
+@evidence("C2-16")
+def test_missing_storage_dir_row_committed_later_without_file(make_service, side):
+    svc = make_service(storage=False)
+    user = svc.api.create_user("a@example.com")
+    r = svc.api.post_task(user)
+    svc.api.get("/total_tasks_created", user)  # the next request on that thread
+    if side == "as_given":
+        assert r.status_code == 500
+        assert svc.error_texts()[0].startswith("FileNotFoundError: [Errno 2] No such file or directory: "
+                                               "'storage/task_images/1.jpg'")
+        # The row and the counter were committed by the next request; no file exists.
+        assert svc.db.tasks() == [(1, True, "meta", user["id"])]
+        assert svc.db.tasks_number(user["id"]) == 1
+        assert not (svc.workdir / "storage").exists()
+        # Such a task can never be deleted, and its image is a 500.
+        (svc.workdir / "storage" / "task_images").mkdir(parents=True)
+        assert svc.api.delete("/tasks/1", user).status_code == 500
+        assert svc.api.get("/tasks/1/image", user).status_code == 500
+        svc.api.get("/total_tasks_created", user)
+        assert svc.db.tasks() == [(1, True, "meta", user["id"])]
+    else:
+        assert r.status_code in (200, 503)
+        assert svc.db.tasks() == ([] if r.status_code == 503 else svc.db.tasks())
+
+
+@evidence("C2-17")
+def test_image_written_under_cwd_but_served_from_app_root(service, side):
+    user = service.api.create_user("a@example.com")
+    task = service.api.create_task(user, image=JPEG_MAGIC)
+    assert service.image_path(task["id"]).read_bytes() == JPEG_MAGIC
+    r = service.api.get(f"/tasks/{task['id']}/image", user)
+    if side == "as_given":
+        assert r.status_code == 500
+        missing = service.errors[0]
+        assert isinstance(missing, FileNotFoundError)
+        assert missing.filename.endswith("reference/case2/as_given/storage/task_images/1.jpg")
+    else:
+        assert r.status_code == 200 and r.content == JPEG_MAGIC
+
+
+@evidence("C2-18")
+def test_every_format_stored_as_jpg_and_served_as_jpeg(image_service, side):
+    svc = image_service
+    user = svc.api.create_user("a@example.com")
+    served = {}
+    for name, data in {"png": PNG_1PX, "bmp": BMP_MAGIC, "text": b"<svg onload=alert(1)>"}.items():
+        task = svc.api.create_task(user, image=data)
+        r = svc.api.get(f"/tasks/{task['id']}/image", user)
+        assert r.status_code == 200 and r.content == data
+        served[name] = (r.headers["Content-Type"], svc.image_path(task["id"]).name)
+    if side == "as_given":
+        assert served == {"png": ("image/jpeg", "1.jpg"), "bmp": ("image/jpeg", "2.jpg"),
+                          "text": ("image/jpeg", "3.jpg")}
+        assert "X-Content-Type-Options" not in r.headers
+    else:
+        assert served["png"][0] == "image/png" and served["bmp"][0] == "image/bmp"
+        assert "text" not in served
+
+
+@evidence("C2-19")
+def test_delete_removes_file_then_fails_in_database(service, monkeypatch, side):
+    user = service.api.create_user("a@example.com")
+    task = service.api.create_task(user)
+    original = peewee.Database.execute_sql
+
+    def failing_delete(db, sql, params=None, *a, **k):
+        if sql.startswith('DELETE FROM "task"'):
+            raise peewee.OperationalError("simulated failure of the DELETE")
+        return original(db, sql, params, *a, **k)
+
+    monkeypatch.setattr(peewee.Database, "execute_sql", failing_delete)
+    r = service.api.delete(f"/tasks/{task['id']}", user)
+    monkeypatch.setattr(peewee.Database, "execute_sql", original)
+    retry = service.api.delete(f"/tasks/{task['id']}", user)
+    if side == "as_given":
+        assert r.status_code == 500
+        assert not service.image_path(task["id"]).exists()  # the file is gone
+        assert [t[0] for t in service.db.tasks()] == [task["id"]]  # the row is not
+        assert retry.status_code == 500  # and the task can no longer be deleted
+        assert service.error_names() == ["OperationalError", "FileNotFoundError"]
+    else:
+        assert r.status_code == 500 and service.image_path(task["id"]).exists()
+        assert retry.status_code in (200, 204)
+
+
+@evidence("C2-20")
+def test_user_deletion_cascades_rows_but_leaves_files(service, side):
+    user = service.api.create_user("a@example.com")
+    tasks = [service.api.create_task(user) for _ in range(3)]
+    r = service.api.delete(f"/users/{user['id']}", user)
+    assert r.status_code in (200, 204)
+    assert service.db.tasks() == [] and service.db.users() == []
+    left = sorted(p.name for p in (service.workdir / "storage" / "task_images").iterdir())
+    if side == "as_given":
+        assert left == [f"{t['id']}.jpg" for t in tasks]
+    else:
+        assert left == []

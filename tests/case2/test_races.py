@@ -1,0 +1,135 @@
+"""Races forced deterministically: the service runs on a real threaded WSGI server in this
+process and the test makes two requests meet inside peewee calls (app.py is not touched)."""
+from __future__ import annotations
+
+import peewee
+import pytest
+
+from .helpers import Gate, Rendezvous, evidence, in_threads
+
+
+def _is(path, method="GET"):
+    return lambda request, *a, **k: request.path == path and request.method == method
+
+
+@evidence("C2-01")
+def test_take_free_task_hands_one_task_to_two_requests(make_service, monkeypatch, side):
+    svc = make_service(threads=2)
+    user = svc.api.create_user("owner@example.com")
+    task = svc.api.create_task(user)
+    # Both requests have read the same free row before either marks it taken.
+    meeting = Rendezvous(2).install(monkeypatch, peewee.SelectBase, "first", _is("/take_free_task"))
+
+    r1, r2 = in_threads(lambda: svc.api.get("/take_free_task", user),
+                        lambda: svc.api.get("/take_free_task", user))
+    assert meeting.met  # both requests were inside the race window
+    statuses = sorted([r1.status_code, r2.status_code])
+    if side == "as_given":
+        assert statuses == [200, 200]
+        assert r1.json()["id"] == r2.json()["id"] == task["id"]
+        assert svc.db.tasks() == [(task["id"], False, "meta", user["id"])]
+    else:
+        assert statuses == [200, 404]
+
+
+@evidence("C2-02")
+def test_concurrent_creations_lose_counter_updates(make_service, monkeypatch, side):
+    svc = make_service(threads=2)
+    user = svc.api.create_user("owner@example.com")
+    # Both requests have loaded the user (tasks_number = 0) before either saves 0 + 1.
+    meeting = Rendezvous(2).install(monkeypatch, peewee.Model, "save",
+                          lambda request, model, *a, **k: request.path == "/tasks"
+                          and type(model).__name__ == "User", where="before")
+
+    r1, r2 = in_threads(lambda: svc.api.post_task(user), lambda: svc.api.post_task(user))
+    assert meeting.met  # both requests were inside the race window
+    assert [r1.status_code, r2.status_code] == [200, 200]
+    assert len(svc.db.tasks()) == 2
+    counter = svc.db.tasks_number(user["id"])
+    total = svc.api.get("/total_tasks_created", user).json()["total_tasks_created"]
+    if side == "as_given":
+        assert counter == 1 and total == 1  # two tasks created, one counted
+    else:
+        assert counter == 2 and total == 2
+
+
+@evidence("C2-03")
+def test_take_free_task_grants_a_task_deleted_meanwhile(make_service, monkeypatch, side):
+    svc = make_service(threads=2)
+    user = svc.api.create_user("owner@example.com")
+    task = svc.api.create_task(user)
+    gate = Gate()
+    gate.install(monkeypatch, peewee.SelectBase, "first", _is("/take_free_task"))
+
+    def take():
+        return svc.api.get("/take_free_task", user)
+
+    def delete_while_take_holds_the_row():
+        assert gate.reached.wait(10)
+        try:
+            return svc.api.delete(f"/tasks/{task['id']}", user)
+        finally:
+            gate.open()
+
+    taken, deleted = in_threads(take, delete_while_take_holds_the_row)
+    assert deleted.status_code == 200
+    assert svc.db.tasks() == []
+    if side == "as_given":
+        assert taken.status_code == 200 and taken.json()["id"] == task["id"]
+    else:
+        assert taken.status_code == 404
+
+
+@evidence("C2-03")
+def test_two_deletes_of_one_task_one_fails_with_500(make_service, monkeypatch, side):
+    svc = make_service(threads=2)
+    user = svc.api.create_user("owner@example.com")
+    task = svc.api.create_task(user)
+    # Both deletes have fetched the row before either removes the file.
+    meeting = Rendezvous(2).install(monkeypatch, peewee.BaseModelSelect, "get",
+                          lambda request, query, *a, **k: request.method == "DELETE"
+                          and query.model.__name__ == "Task")
+
+    r1, r2 = in_threads(lambda: svc.api.delete(f"/tasks/{task['id']}", user),
+                        lambda: svc.api.delete(f"/tasks/{task['id']}", user))
+    assert meeting.met  # both requests were inside the race window
+    statuses = sorted([r1.status_code, r2.status_code])
+    if side == "as_given":
+        assert statuses == [200, 500]
+        assert svc.error_names() == ["FileNotFoundError"]
+    else:
+        assert statuses in ([200, 404], [200, 200])
+    assert svc.db.tasks() == []
+
+
+@evidence("C2-15")
+def test_concurrent_duplicate_email_one_500_database_keeps_one_row(make_service, monkeypatch, side):
+    svc = make_service(threads=2)
+    svc.api.create_user("first@example.com")  # tables exist from here on
+    gate = Gate()
+    gate.install(monkeypatch, peewee.Database, "execute_sql",
+                 lambda request, db, sql, *a, **k: sql.startswith('INSERT INTO "user"'))
+
+    def second_after_first_inserted():
+        assert gate.reached.wait(10)
+        try:
+            # The second INSERT waits on the first one's uncommitted unique-index entry.
+            svc.db.wait_for(svc.db.lock_waiters, what="second INSERT waits on the first")
+        finally:
+            gate.open()
+
+    post = lambda: svc.api.request("POST", "/users", json={"email": "dup@example.com"})  # noqa: E731
+
+    def post_after_first_inserted():
+        assert gate.reached.wait(10)
+        return post()
+
+    results = in_threads(post, post_after_first_inserted, second_after_first_inserted)
+    statuses = sorted(r.status_code for r in results[:2])
+    emails = [u[1] for u in svc.db.users()]
+    assert emails.count("dup@example.com") == 1  # the unique index holds
+    if side == "as_given":
+        assert statuses == [200, 500]
+        assert [n for n in svc.error_names()] == ["IntegrityError"]
+    else:
+        assert statuses == [200, 409]
