@@ -1,7 +1,7 @@
 """The main job: build the whole review with its evidence (``make review``).
 
 Steps, in order (``--only`` picks some):
-  evidence    the full test suite: evidence matrix (build/evidence) and recorded figures (build/results)
+  evidence    the full test suite with the slow measurements: evidence matrix (build/evidence) and recorded figures (build/results)
   benchmarks  each benchmarks/<suite>/ timed by pytest-benchmark -> build/benchmarks/<suite>.json
   notebooks   notebooks/*.ipynb executed in full mode -> build/notebooks/
   loadtests   loadtests/run.py, bounded Locust runs on loopback -> build/loadtests/
@@ -32,10 +32,8 @@ def _run(cmd: list[str], **kwargs) -> int:
 
 
 def step_evidence(ns) -> bool:
-    args = [sys.executable, "-m", "pytest", "-q"]
-    if ns.full:
-        args.append("--run-slow")
-    return _run(args) == 0
+    # The review cites the long measurements (race frequencies), so the main job always runs them.
+    return _run([sys.executable, "-m", "pytest", "-q", "--run-slow"]) == 0
 
 
 def step_benchmarks(ns) -> bool:
@@ -85,7 +83,7 @@ def step_site(ns) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.build", description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
-    parser.add_argument("--full", action="store_true", help="longer benchmarks, slow tests and load runs")
+    parser.add_argument("--full", action="store_true", help="longer benchmarks and load runs")
     ns = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     failed = []

@@ -39,7 +39,7 @@ STATUS_RU = {"demonstrated": "показано", "failed": "НЕ показан�
              "fails": "НЕ исправлено (тест упал)", "pending": "ожидается", "skipped": "пропущено",
              "no test": "нет теста", None: "нет данных (тесты не запускались)"}
 # Partials (answers to the task's extra questions, load results) shown after each case's narrative.
-PARTIALS = {1: ("case1_questions.md", "case1_volume.md"), 2: ("case2_load.md",)}
+PARTIALS = {1: ("case1_questions.md", "case1_volume.md"), 2: ("case2_model.md", "case2_load.md")}
 CASE_TITLES = {1: "Кейс 1: скрипт обработки изображений", 2: "Кейс 2: сервис заданий на Flask"}
 
 
