@@ -206,6 +206,7 @@ class ServerConfig:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # one thread per connection; latency does not depend on load
+    request_queue_size = 256  # listen backlog: the default 5 resets connections under 64 clients
     config: ServerConfig
     counters: Counters
 
