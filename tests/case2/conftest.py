@@ -8,13 +8,13 @@ import pytest
 
 from workbench import service_runner as runner
 
-from .helpers import Api, DbInspector, Service, query_param_auth
+from .helpers import Api, DbInspector, Service, bearer_token_auth, query_param_auth
 
 APPS = {
     "as_given": "reference.case2.as_given.app",
     "fixed": "reference.case2.fixed.app",
 }
-AUTH = {"as_given": query_param_auth, "fixed": query_param_auth}
+AUTH = {"as_given": query_param_auth, "fixed": bearer_token_auth}
 
 
 def _app_path(side: str) -> str:
@@ -33,6 +33,22 @@ def side():
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path / "work"
+
+
+@pytest.fixture(autouse=True)
+def image_storage_dir(workdir, monkeypatch):
+    """The fixed service takes its (absolute) image directory from the environment; point it
+    where ``Service.image_path`` looks. The as-given service ignores it."""
+    path = workdir / "storage" / "task_images"
+    monkeypatch.setenv("IMAGE_STORAGE_DIR", str(path))
+    return path
+
+
+def init_schema(side: str, module) -> None:
+    """The fixed service creates its schema in an explicit deployment step, not on the first
+    request; run that step (the as-given one creates tables on its first request)."""
+    if side == "fixed":
+        module.init_schema()
 
 
 @pytest.fixture
@@ -58,6 +74,7 @@ def make_service(fresh_database_url, workdir, inspector, monkeypatch, side):
         monkeypatch.chdir(workdir)
         module = runner.configure(runner.load_app_module(_app_path(side), fresh=True),
                                   fresh_database_url)
+        init_schema(side, module)
         if root_at_workdir:
             module.app.root_path = str(workdir)
         errors = []
@@ -97,6 +114,11 @@ def make_process(fresh_database_url, workdir, tmp_path, side):
 
     def make(server="gunicorn", threads=4, storage=True):
         runner.prepare_workdir(workdir, with_storage=storage)
+        if side == "fixed":
+            module = runner.configure(runner.load_app_module(_app_path(side), fresh=True),
+                                      fresh_database_url)
+            init_schema(side, module)
+            module.db.close_all()
         proc = runner.SubprocessServer(server, fresh_database_url, workdir, app=_app_path(side),
                                        threads=threads, log_path=tmp_path / f"{server}.log")
         started.append(proc)

@@ -12,16 +12,33 @@ def _is(path, method="GET"):
     return lambda request, *a, **k: request.path == path and request.method == method
 
 
+def _sql(path, prefix, method="POST"):
+    """Matches the statement starting with ``prefix`` sent by a request to ``path``: the
+    fixed service does each of these steps in one SQL statement, so the forced interleaving
+    makes the requests meet (or wait) right before that statement."""
+    return lambda request, db, sql, *a, **k: (request.path == path and request.method == method
+                                              and sql.startswith(prefix))
+
+
+def _claim(svc, user, side):
+    """The as-given GET /take_free_task; the fixed service claims with POST."""
+    return svc.api.request("GET" if side == "as_given" else "POST", "/take_free_task", user)
+
+
 @evidence("C2-01")
 def test_take_free_task_hands_one_task_to_two_requests(make_service, monkeypatch, side):
     svc = make_service(threads=2)
     user = svc.api.create_user("owner@example.com")
     task = svc.api.create_task(user)
-    # Both requests have read the same free row before either marks it taken.
-    meeting = Rendezvous(2).install(monkeypatch, peewee.SelectBase, "first", _is("/take_free_task"))
+    if side == "as_given":
+        # Both requests have read the same free row before either marks it taken.
+        meeting = Rendezvous(2).install(monkeypatch, peewee.SelectBase, "first", _is("/take_free_task"))
+    else:
+        # Both requests are released together right before the claiming UPDATE.
+        meeting = Rendezvous(2).install(monkeypatch, peewee.Database, "execute_sql",
+                                        _sql("/take_free_task", 'UPDATE "task"'), where="before")
 
-    r1, r2 = in_threads(lambda: svc.api.get("/take_free_task", user),
-                        lambda: svc.api.get("/take_free_task", user))
+    r1, r2 = in_threads(lambda: _claim(svc, user, side), lambda: _claim(svc, user, side))
     assert meeting.met  # both requests were inside the race window
     statuses = sorted([r1.status_code, r2.status_code])
     if side == "as_given":
@@ -30,20 +47,27 @@ def test_take_free_task_hands_one_task_to_two_requests(make_service, monkeypatch
         assert svc.db.tasks() == [(task["id"], False, "meta", user["id"])]
     else:
         assert statuses == [200, 404]
+        assert next(r for r in (r1, r2) if r.status_code == 200).json()["id"] == task["id"]
+        assert svc.db.tasks() == [(task["id"], False, "meta", user["id"])]
 
 
 @evidence("C2-02")
 def test_concurrent_creations_lose_counter_updates(make_service, monkeypatch, side):
     svc = make_service(threads=2)
     user = svc.api.create_user("owner@example.com")
-    # Both requests have loaded the user (tasks_number = 0) before either saves 0 + 1.
-    meeting = Rendezvous(2).install(monkeypatch, peewee.Model, "save",
-                          lambda request, model, *a, **k: request.path == "/tasks"
-                          and type(model).__name__ == "User", where="before")
+    if side == "as_given":
+        # Both requests have loaded the user (tasks_number = 0) before either saves 0 + 1.
+        meeting = Rendezvous(2).install(monkeypatch, peewee.Model, "save",
+                              lambda request, model, *a, **k: request.path == "/tasks"
+                              and type(model).__name__ == "User", where="before")
+    else:
+        # Both requests have inserted their task and meet right before the counter UPDATE.
+        meeting = Rendezvous(2).install(monkeypatch, peewee.Database, "execute_sql",
+                                        _sql("/tasks", 'UPDATE "user"'), where="before")
 
     r1, r2 = in_threads(lambda: svc.api.post_task(user), lambda: svc.api.post_task(user))
     assert meeting.met  # both requests were inside the race window
-    assert [r1.status_code, r2.status_code] == [200, 200]
+    assert [r1.status_code, r2.status_code] == [200 if side == "as_given" else 201] * 2
     assert len(svc.db.tasks()) == 2
     counter = svc.db.tasks_number(user["id"])
     total = svc.api.get("/total_tasks_created", user).json()["total_tasks_created"]
@@ -59,10 +83,14 @@ def test_take_free_task_grants_a_task_deleted_meanwhile(make_service, monkeypatc
     user = svc.api.create_user("owner@example.com")
     task = svc.api.create_task(user)
     gate = Gate()
-    gate.install(monkeypatch, peewee.SelectBase, "first", _is("/take_free_task"))
+    if side == "as_given":
+        gate.install(monkeypatch, peewee.SelectBase, "first", _is("/take_free_task"))
+    else:  # held right before the claiming UPDATE
+        gate.install(monkeypatch, peewee.Database, "execute_sql",
+                     _sql("/take_free_task", 'UPDATE "task"'), where="before")
 
     def take():
-        return svc.api.get("/take_free_task", user)
+        return _claim(svc, user, side)
 
     def delete_while_take_holds_the_row():
         assert gate.reached.wait(10)
@@ -72,7 +100,7 @@ def test_take_free_task_grants_a_task_deleted_meanwhile(make_service, monkeypatc
             gate.open()
 
     taken, deleted = in_threads(take, delete_while_take_holds_the_row)
-    assert deleted.status_code == 200
+    assert deleted.status_code == (200 if side == "as_given" else 204)
     assert svc.db.tasks() == []
     if side == "as_given":
         assert taken.status_code == 200 and taken.json()["id"] == task["id"]
@@ -85,10 +113,16 @@ def test_two_deletes_of_one_task_one_fails_with_500(make_service, monkeypatch, s
     svc = make_service(threads=2)
     user = svc.api.create_user("owner@example.com")
     task = svc.api.create_task(user)
-    # Both deletes have fetched the row before either removes the file.
-    meeting = Rendezvous(2).install(monkeypatch, peewee.BaseModelSelect, "get",
-                          lambda request, query, *a, **k: request.method == "DELETE"
-                          and query.model.__name__ == "Task")
+    if side == "as_given":
+        # Both deletes have fetched the row before either removes the file.
+        meeting = Rendezvous(2).install(monkeypatch, peewee.BaseModelSelect, "get",
+                              lambda request, query, *a, **k: request.method == "DELETE"
+                              and query.model.__name__ == "Task")
+    else:
+        # Both deletes are released together right before the single DELETE … RETURNING.
+        meeting = Rendezvous(2).install(monkeypatch, peewee.Database, "execute_sql",
+                                        _sql(f"/tasks/{task['id']}", 'DELETE FROM "task"', "DELETE"),
+                                        where="before")
 
     r1, r2 = in_threads(lambda: svc.api.delete(f"/tasks/{task['id']}", user),
                         lambda: svc.api.delete(f"/tasks/{task['id']}", user))
@@ -98,7 +132,8 @@ def test_two_deletes_of_one_task_one_fails_with_500(make_service, monkeypatch, s
         assert statuses == [200, 500]
         assert svc.error_names() == ["FileNotFoundError"]
     else:
-        assert statuses in ([200, 404], [200, 200])
+        assert statuses == [204, 404] and svc.errors == []
+        assert not svc.image_path(task["id"]).exists()
     assert svc.db.tasks() == []
 
 
@@ -132,4 +167,4 @@ def test_concurrent_duplicate_email_one_500_database_keeps_one_row(make_service,
         assert statuses == [200, 500]
         assert [n for n in svc.error_names()] == ["IntegrityError"]
     else:
-        assert statuses == [200, 409]
+        assert statuses == [201, 409]

@@ -1,0 +1,78 @@
+"""Tables of the task service, their indexes and the explicit schema set-up."""
+from __future__ import annotations
+
+from peewee import (
+    SQL,
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    Database,
+    DatabaseProxy,
+    ForeignKeyField,
+    IdentityField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+# Bound to the application's database by ``create_app``.
+db = DatabaseProxy()
+
+STATS_ROW = 1
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+
+
+class User(BaseModel):
+    id = IdentityField()
+    # Stored normalised (lower case); uniqueness is the case-insensitive index below.
+    email = CharField(max_length=254)
+    tasks_number = IntegerField(default=0)
+    # SHA-256 of the user's opaque API token; the token itself is never stored.
+    token_hash = CharField(max_length=64, null=True, unique=True)
+
+
+class Task(BaseModel):
+    id = IdentityField()
+    free = BooleanField(default=True)
+    metadata = TextField()
+    owner = ForeignKeyField(User, on_delete="CASCADE", index=False)
+    image_type = CharField(max_length=100, null=True)  # MIME type detected at upload
+    image_ext = CharField(max_length=10, null=True)  # file name extension, without the dot
+
+
+class Stats(BaseModel):
+    """One row: service-wide counters that only grow (not lowered when a user is deleted)."""
+
+    id = IntegerField(primary_key=True)
+    tasks_created = BigIntegerField(default=0)
+
+
+User.add_index(SQL('CREATE UNIQUE INDEX IF NOT EXISTS "user_email_lower" ON "user" (lower("email"))'))
+Task.add_index(Task.index(Task.owner, Task.id, name="task_owner_id_id"))
+# Only free tasks, in FIFO order: what claiming a task looks for.
+Task.add_index(Task.index(Task.owner, Task.id, where=Task.free, name="task_free_owner_id_id"))
+
+MODELS = (User, Task, Stats)
+
+
+def create_schema(database: Database) -> None:
+    """Create the tables, indexes and the counters row (idempotent). A deployment step, not a
+    side effect of the first request."""
+    with database.connection_context(), database.bind_ctx(MODELS), database.atomic():
+        database.create_tables(MODELS)
+        Stats.insert(id=STATS_ROW, tasks_created=0).on_conflict_ignore().execute()
+
+
+def count_created_task(user_id: int) -> None:
+    """Increment the owner's and the global counters in SQL (call inside the creating
+    transaction, as its last statements: the row locks are then held only until COMMIT)."""
+    User.update(tasks_number=User.tasks_number + 1).where(User.id == user_id).execute()
+    Stats.update(tasks_created=Stats.tasks_created + 1).where(Stats.id == STATS_ROW).execute()
+
+
+def total_tasks_created() -> int:
+    return Stats.select(Stats.tasks_created).where(Stats.id == STATS_ROW).scalar() or 0
