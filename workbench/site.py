@@ -142,6 +142,7 @@ def render_docs(inputs: Inputs, docs: Path) -> list[str]:
         (docs / target).write_text(text, encoding="utf-8")
         nav.append({title: target})
 
+    shutil.copy2(TEMPLATES / "extra.css", docs / "extra.css")
     page("index.md", "index.md", "Обзор")
     for case in (1, 2):
         narrative = f"case{case}.md"
@@ -176,7 +177,7 @@ def write_mkdocs_config(nav: list, docs: Path, site: Path, config: Path) -> None
         "docs_dir": str(docs), "site_dir": str(site), "use_directory_urls": False,
         "theme": {"name": "material", "language": "ru", "font": False,
                   "features": ["navigation.sections", "toc.follow", "content.code.copy"]},
-        "nav": nav,
+        "nav": nav, "extra_css": ["extra.css"],
         "markdown_extensions": [
             "admonition", "tables", "attr_list", "md_in_html", "pymdownx.details",
             {"pymdownx.highlight": {"anchor_linenums": True}}, "pymdownx.superfences",
