@@ -8,6 +8,13 @@ account that exists (counted in ``signup_failures``). A client then runs a weigh
 a task with a small base64 image and meta, list tasks, get a task, get its image, take a free
 task, read the total counter and delete a task.
 
+The same mix runs against either service, chosen by ``CASE2_SERVICE``: ``as_given`` (the
+user id as the ``user_id`` query parameter, ``GET /take_free_task``, ``GET /tasks`` a JSON list)
+or ``fixed`` (the token ``POST /users`` returns once, sent as ``Authorization: Bearer``;
+``POST /take_free_task``; ``GET /tasks`` a page ``{"items", "next"}``). Only these protocol
+details differ (``SERVICES``); any 2xx/3xx answer is a success on both (201, 204 included), so
+the figures of the two services are comparable.
+
 Every request has a timeout and goes through ``catch_response``; failures are classified by
 kind (``http_500``, ``aborted_transaction``, ``timeout``, ``connection_error``, ``http_<code>``).
 When ``/take_free_task`` hands out a task id that an earlier request already got, a custom
@@ -17,8 +24,9 @@ At the end of the test the shared ledger (kinds per endpoint, created / granted 
 ids, final request statistics) is written as JSON to ``CASE2_COUNTERS_OUT`` for the runner to
 compare with the database.
 
-Environment: ``CASE2_CLIENTS_PER_ACCOUNT`` (default 4), ``CASE2_REQUEST_TIMEOUT`` seconds
-(default 5), ``CASE2_RUN_TOKEN`` (makes e-mails unique across runs), ``CASE2_COUNTERS_OUT``.
+Environment: ``CASE2_SERVICE`` (default ``as_given``), ``CASE2_CLIENTS_PER_ACCOUNT`` (default 4),
+``CASE2_REQUEST_TIMEOUT`` seconds (default 5), ``CASE2_RUN_TOKEN`` (makes e-mails unique across
+runs), ``CASE2_COUNTERS_OUT``.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ import random
 import threading  # Locust monkey-patches threading with gevent: this Lock is greenlet-aware
 import uuid
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import requests
 from locust import HttpUser, between, events, task
@@ -46,6 +55,36 @@ COUNTERS_OUT = os.environ.get("CASE2_COUNTERS_OUT")
 SIGNUP_ATTEMPTS = 5
 SAMPLES_KEPT = 3  # error messages kept per failure kind, to tell what a connection error was
 KNOWN_TASKS_KEPT = 200  # per account, so the choice of a target stays cheap
+WAIT_S = (0.05, 0.3)  # pause of a client between two requests, uniform
+
+
+@dataclass(frozen=True)
+class ServiceProtocol:
+    """What differs between the two services for the same client action."""
+
+    name: str
+    credential: str  # the field of the POST /users answer that identifies the account
+    auth_kwarg: str  # request keyword the credential goes into ("params" or "headers")
+    take_method: str  # of /take_free_task
+    list_key: str | None  # GET /tasks: None for a bare JSON list, else the key of the items
+
+    def auth(self, credential) -> dict:
+        if self.auth_kwarg == "params":
+            return {"params": {"user_id": credential}}
+        return {"headers": {"Authorization": f"Bearer {credential}"}}
+
+    def items(self, body) -> list | None:
+        items = body if self.list_key is None else (body or {}).get(self.list_key)
+        return items if isinstance(items, list) else None
+
+
+SERVICES = {
+    "as_given": ServiceProtocol("as_given", credential="id", auth_kwarg="params",
+                                take_method="GET", list_key=None),
+    "fixed": ServiceProtocol("fixed", credential="token", auth_kwarg="headers",
+                             take_method="POST", list_key="items"),
+}
+SERVICE = SERVICES[os.environ.get("CASE2_SERVICE", "as_given")]
 
 
 class DuplicateGrant(Exception):
@@ -76,7 +115,7 @@ class Ledger:
         self.lock = threading.Lock()
         self.serial = itertools.count()
         self.account_locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
-        self.accounts: dict[int, int] = {}
+        self.accounts: dict[int, int | str] = {}  # account -> user id or token
         self.signup_failures = 0
         self.kinds: dict[str, Counter] = defaultdict(Counter)
         self.samples: dict[str, list[str]] = defaultdict(list)
@@ -87,6 +126,8 @@ class Ledger:
         self.no_free_task = 0
         self.duplicate_grants = 0
         self.delete_attempted: set[int] = set()
+        self.list_items_max = 0
+        self.list_bad_shape = 0
 
     def count(self, endpoint: str, kind: str, error: Exception | None = None) -> None:
         with self.lock:
@@ -107,7 +148,9 @@ class Ledger:
     def snapshot(self) -> dict:
         with self.lock:
             return {
+                "service": SERVICE.name,
                 "clients_per_account": CLIENTS_PER_ACCOUNT,
+                "wait_s": list(WAIT_S),
                 "request_timeout_s": REQUEST_TIMEOUT,
                 "accounts": len(self.accounts),
                 "signup_failures": self.signup_failures,
@@ -119,6 +162,8 @@ class Ledger:
                 "no_free_task": self.no_free_task,
                 "duplicate_grants": self.duplicate_grants,
                 "delete_attempted_ids": sorted(self.delete_attempted),
+                "list_items_max": self.list_items_max,
+                "list_bad_shape": self.list_bad_shape,
             }
 
 
@@ -157,15 +202,15 @@ def _write_ledger(environment, **_):
 
 
 class TaskServiceClient(HttpUser):
-    wait_time = between(0.05, 0.3)
+    wait_time = between(*WAIT_S)
 
     def on_start(self):
         self.account = next(LEDGER.serial) // CLIENTS_PER_ACCOUNT
         with LEDGER.account_locks[self.account]:  # the group's other clients wait for the id
             if self.account not in LEDGER.accounts:
-                user_id = self._sign_up()
-                if user_id is not None:
-                    LEDGER.accounts[self.account] = user_id
+                credential = self._sign_up()
+                if credential is not None:
+                    LEDGER.accounts[self.account] = credential
         if self.account not in LEDGER.accounts:
             # Sign-up kept failing (the service may answer 500 although it stored the user):
             # join an account that exists, so the load level stays comparable between servers.
@@ -174,7 +219,7 @@ class TaskServiceClient(HttpUser):
                 self.account = next(iter(LEDGER.accounts), None)
             if self.account is None:
                 raise StopUser()
-        self.user_id = LEDGER.accounts[self.account]
+        self.auth = SERVICE.auth(LEDGER.accounts[self.account])
 
     # ------------------------------------------------------------------ helpers
 
@@ -182,7 +227,7 @@ class TaskServiceClient(HttpUser):
         """One request with a timeout; returns (kind, response) with the response reported."""
         allow_404 = kw.pop("allow_404", False)
         if auth:
-            kw["params"] = {"user_id": self.user_id}
+            kw.update(self.auth)
         with self.client.request(method, path, name=name, timeout=REQUEST_TIMEOUT,
                                  catch_response=True, **kw) as response:
             kind = classify(response)
@@ -195,13 +240,14 @@ class TaskServiceClient(HttpUser):
                 LEDGER.count(f"{method} {name}", kind, getattr(response, "error", None))
             return kind, response
 
-    def _sign_up(self) -> int | None:
+    def _sign_up(self) -> int | str | None:
         for attempt in range(SIGNUP_ATTEMPTS):
             email = f"load-{RUN_TOKEN}-{self.account}-{attempt}@example.test"
             kind, response = self._call("POST", "/users", "/users", auth=False,
                                         json={"email": email})
-            if kind is None:
-                return response.json()["id"]
+            body = self._json(response) if kind is None else None
+            if body and SERVICE.credential in body:
+                return body[SERVICE.credential]
         return None
 
     def _known_task(self) -> int | None:
@@ -231,7 +277,14 @@ class TaskServiceClient(HttpUser):
 
     @task(1)
     def list_tasks(self):
-        self._call("GET", "/tasks", "/tasks")
+        kind, response = self._call("GET", "/tasks", "/tasks")
+        if kind is None:
+            items = SERVICE.items(self._json(response))
+            with LEDGER.lock:
+                if items is None:
+                    LEDGER.list_bad_shape += 1
+                else:
+                    LEDGER.list_items_max = max(LEDGER.list_items_max, len(items))
 
     @task(4)
     def get_task(self):
@@ -247,7 +300,8 @@ class TaskServiceClient(HttpUser):
 
     @task(3)
     def take_free_task(self):
-        kind, response = self._call("GET", "/take_free_task", "/take_free_task", allow_404=True)
+        method = SERVICE.take_method
+        kind, response = self._call(method, "/take_free_task", "/take_free_task", allow_404=True)
         if kind is not None:
             return
         body = self._json(response)
@@ -256,7 +310,7 @@ class TaskServiceClient(HttpUser):
                 LEDGER.no_free_task += 1
             return
         if LEDGER.grant(body["id"]):
-            LEDGER.count("GET /take_free_task", "duplicate_grant")
+            LEDGER.count(f"{method} /take_free_task", "duplicate_grant")
             events.request.fire(request_type="GRANT", name="duplicate grant", response_time=0,
                                 response_length=0, context={}, response=None,
                                 exception=DuplicateGrant("task already granted to another request"))

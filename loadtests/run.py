@@ -1,17 +1,25 @@
-"""Bounded Locust load runs of the Case 2 service as given, on loopback only.
+"""Bounded Locust load runs of the Case 2 services (as given and fixed), on loopback only.
 
     python loadtests/run.py --out build/loadtests [--full] [--server gunicorn|flask-dev|both]
+                            [--service as_given|fixed|both]
 
-For each server type: a fresh database on the embedded PostgreSQL (or on ``DATABASE_URL``),
-the as-given service started by ``workbench.service_runner`` on 127.0.0.1 (gunicorn gthread,
-or Flask's threaded development server), Locust headless as a subprocess against it, then the
-facts: throughput, latency, failures by endpoint and by kind, the cause of each 500 from the
-server log, duplicate grants, lost counter updates and the connections the service left open.
+For each (service, server) pair: a fresh database on the embedded PostgreSQL (or on
+``DATABASE_URL``), the service started by ``workbench.service_runner`` on 127.0.0.1 (gunicorn
+gthread with the same threads, or Flask's threaded development server), Locust headless as a
+subprocess against it with the same user model and mix (``CASE2_SERVICE`` picks the protocol
+details of the service), then the facts: throughput, latency, failures by endpoint and by kind,
+the cause of each 500 from the server log, duplicate grants, lost counter updates and the
+connections the service left open.
 
-Writes ``<out>/case2_<server>.html`` and ``case2_<server>_*.csv`` (Locust's reports) and
-``<out>/case2_load_summary.json``; logs go to ``<out>/logs/``. The summary is also recorded as
-``workbench.results`` ``case2_load`` for the review. Every process started here (service,
-Locust, PostgreSQL) is stopped before exit, also on an error, Ctrl-C or SIGTERM.
+The fixed service is deployed as its README says: its schema is created first by
+``flask --app reference.case2.fixed.app init-db``, its images go to ``IMAGE_STORAGE_DIR`` in the
+run's work directory. The as-given one creates its tables on its first request.
+
+Writes ``<out>/case2_<service>_<server>.html`` and ``..._*.csv`` (Locust's reports) and
+``<out>/case2_load_summary.json`` (``services.<service>.servers.<server>``); logs go to
+``<out>/logs/``. The summary is also recorded as ``workbench.results`` ``case2_load`` for the
+review. Every process started here (service, schema step, Locust, PostgreSQL) is stopped before
+exit, also on an error, Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the workbench importable
@@ -38,8 +47,10 @@ from workbench import pg, results  # noqa: E402
 from workbench import service_runner as runner  # noqa: E402
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile_case2.py"
-APP = runner.DEFAULT_APP
+APPS = {"as_given": runner.DEFAULT_APP, "fixed": "reference.case2.fixed.app"}
+SERVICES = tuple(APPS)
 SERVERS = ("gunicorn", "flask-dev")
+SCHEMA_STEP_TIMEOUT = 60
 MAX_USERS = 100
 MAX_RUN_TIME = 120
 PROFILES = {"quick": {"users": 10, "run_time": 20}, "full": {"users": 50, "run_time": 60}}
@@ -104,6 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"{PROFILES['full']['run_time']} s) instead of the quick one "
                         f"({PROFILES['quick']['users']} users, {PROFILES['quick']['run_time']} s)")
     p.add_argument("--server", choices=SERVERS + ("both",), default="both")
+    p.add_argument("--service", choices=SERVICES + ("both",), default="both",
+                   help="the as-given service, the fixed one, or both with the same load")
     p.add_argument("--users", type=bounded(int, 1, MAX_USERS), help=f"Locust users, at most {MAX_USERS}")
     p.add_argument("--spawn-rate", type=bounded(float, 0.1, MAX_USERS), help="users started per second")
     p.add_argument("--run-time", type=run_time_seconds, help=f"e.g. 20s or 1m, at most {MAX_RUN_TIME} s")
@@ -272,6 +285,14 @@ def database_facts(db_url: str, ledger: dict) -> dict:
                 users, counter_sum = cur.fetchone()
                 cur.execute("SELECT id, free FROM task")
                 tasks = dict(cur.fetchall())
+                # The fixed service keeps a service-wide counter that only grows (one row);
+                # the as-given one reports SUM(tasks_number) as its total.
+                cur.execute("SELECT to_regclass('stats') IS NOT NULL")
+                if cur.fetchone()[0]:
+                    cur.execute("SELECT coalesce(max(tasks_created), 0) FROM stats")
+                    total_counter, total_source = int(cur.fetchone()[0]), "stats.tasks_created"
+                else:
+                    total_counter, total_source = int(counter_sum), "SUM(user.tasks_number)"
             except psycopg2.errors.UndefinedTable:
                 return {"tables_created": False}
     finally:
@@ -292,6 +313,9 @@ def database_facts(db_url: str, ledger: dict) -> dict:
         "sum_tasks_number": int(counter_sum),
         "lost_counter_updates": max(0, created - int(counter_sum)),
         "counter_minus_tasks": int(counter_sum) - created,
+        "total_counter": total_counter,
+        "total_counter_source": total_source,
+        "lost_total_updates": max(0, created - total_counter),
         "taken_in_db": len(taken_in_db),
         "take_responses": ledger.get("take_ok", 0),
         "distinct_granted": len(granted),
@@ -311,19 +335,39 @@ def failure_kinds(ledger: dict) -> tuple[dict, dict]:
 # --------------------------------------------------------------------------- one run
 
 
-def run_one(ns, server: str, admin_url: str, out: Path, logs: Path, scratch: Path) -> dict:
-    tag = f"case2_{server.replace('-', '_')}"
-    dbname = f"load_{server.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+def deploy_env(service: str, db_url: str, workdir: Path, log: Path) -> dict[str, str]:
+    """The fixed service's deployment steps in ``workdir``: the image directory and the schema
+    (``flask init-db``, a bounded subprocess). The environment the server needs is returned;
+    the as-given service needs nothing (it creates its tables on the first request)."""
+    if service != "fixed":
+        return {}
+    extra = {"IMAGE_STORAGE_DIR": str(workdir / "storage" / "task_images")}
+    env = dict(os.environ, **extra, DATABASE_URL=db_url)
+    with open(log, "wb") as out:  # ``-m`` from ROOT: the service package is importable
+        subprocess.run([sys.executable, "-m", "flask", "--app", APPS[service], "init-db"],
+                       cwd=str(ROOT), env=env, stdout=out, stderr=subprocess.STDOUT,
+                       timeout=SCHEMA_STEP_TIMEOUT, check=True)
+    return extra
+
+
+def run_one(ns, service: str, server: str, admin_url: str, out: Path, logs: Path,
+            scratch: Path) -> dict:
+    key = f"{service}_{server.replace('-', '_')}"
+    tag = f"case2_{key}"
+    dbname = f"load_{key}_{uuid.uuid4().hex[:8]}"
     db_url = pg.create_database(admin_url, dbname)
     started = time.monotonic()
     try:
-        workdir = runner.prepare_workdir(scratch / server / "work")
+        workdir = runner.prepare_workdir(scratch / service / server / "work")
+        server_env = deploy_env(service, db_url, workdir, logs / f"{tag}_init_db.log")
         ledger_path = logs / f"{tag}_ledger.json"
         ledger_path.unlink(missing_ok=True)
-        srv = runner.SubprocessServer(server, db_url, workdir, app=APP, threads=ns.threads,
-                                      log_path=logs / f"{tag}_server.log")
-        with srv:
-            env = dict(os.environ, CASE2_CLIENTS_PER_ACCOUNT=str(ns.clients_per_account),
+        srv = runner.SubprocessServer(server, db_url, workdir, app=APPS[service],
+                                      threads=ns.threads, log_path=logs / f"{tag}_server.log")
+        # The service runner passes this process's environment to the server it starts.
+        with mock.patch.dict(os.environ, server_env), srv:
+            env = dict(os.environ, CASE2_SERVICE=service,
+                       CASE2_CLIENTS_PER_ACCOUNT=str(ns.clients_per_account),
                        CASE2_REQUEST_TIMEOUT=str(ns.request_timeout),
                        CASE2_RUN_TOKEN=uuid.uuid4().hex[:8], CASE2_COUNTERS_OUT=str(ledger_path),
                        PYTHONUNBUFFERED="1")
@@ -340,10 +384,11 @@ def run_one(ns, server: str, admin_url: str, out: Path, logs: Path, scratch: Pat
         kinds, kinds_by_endpoint = failure_kinds(ledger)
         total = stats["total"]
         return {
-            "server": server,
+            "service": service, "app": APPS[service], "server": server,
             "threads": ns.threads if server == "gunicorn" else None,
             "users": ns.users, "spawn_rate": ns.spawn_rate, "run_time_s": ns.run_time,
             "clients_per_account": ns.clients_per_account, "accounts": ledger.get("accounts"),
+            "wait_s": ledger.get("wait_s"),
             "request_timeout_s": ns.request_timeout,
             "locust_exit_code": code,
             "requests": total.get("requests", 0), "failures": total.get("failures", 0),
@@ -359,6 +404,8 @@ def run_one(ns, server: str, admin_url: str, out: Path, logs: Path, scratch: Pat
                       "duplicate_grants": ledger.get("duplicate_grants", 0),
                       "distinct_tasks": len(ledger.get("granted", {}))},
             "signup_failures": ledger.get("signup_failures", 0),
+            "list_items_max": ledger.get("list_items_max", 0),
+            "list_bad_shape": ledger.get("list_bad_shape", 0),
             "database": database_facts(db_url, ledger),
             "connections": {"after_load": during, "settle_s": SETTLE_S, "after_stop": left_after_stop,
                             "server_process_group_left": group_alive(server_pgid)},
@@ -378,21 +425,25 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     servers = SERVERS if ns.server == "both" else (ns.server,)
-    summary = {"mode": ns.mode, "app": APP, "host": ns.host,
+    services = SERVICES if ns.service == "both" else (ns.service,)
+    summary = {"mode": ns.mode, "host": ns.host,
                "database": "DATABASE_URL" if os.environ.get(pg.ENV_VAR) else "embedded",
-               "servers": {}, "errors": {}}
+               "services": {s: {"app": APPS[s], "servers": {}} for s in services}, "errors": {}}
     started = time.monotonic()
     try:
         with pg.database_url() as admin_url, tempfile.TemporaryDirectory(prefix="case2-load-") as tmp:
             if summary["database"] == "embedded":
                 summary["postgres_pid"] = postmaster_pid(admin_url)
-            for server in servers:
-                print(f"== load run: {server}, {ns.users} users, {ns.run_time} s", flush=True)
-                try:
-                    summary["servers"][server] = run_one(ns, server, admin_url, out, logs, Path(tmp))
-                except Exception as exc:  # one failing server must not hide the other's figures
-                    summary["errors"][server] = f"{type(exc).__name__}: {exc}"
-                    print(f"load run {server} failed: {exc}", file=sys.stderr)
+            for service in services:
+                for server in servers:
+                    print(f"== load run: {service} on {server}, {ns.users} users, {ns.run_time} s",
+                          flush=True)
+                    try:
+                        summary["services"][service]["servers"][server] = run_one(
+                            ns, service, server, admin_url, out, logs, Path(tmp))
+                    except Exception as exc:  # one failing run must not hide the others' figures
+                        summary["errors"][f"{service}/{server}"] = f"{type(exc).__name__}: {exc}"
+                        print(f"load run {service} on {server} failed: {exc}", file=sys.stderr)
     except (KeyboardInterrupt, Terminated):
         print("interrupted; every started process was stopped", file=sys.stderr)
         return 130
@@ -401,16 +452,19 @@ def main(argv: list[str] | None = None) -> int:
     summary["wall_time_s"] = round(time.monotonic() - started, 1)
     (out / "case2_load_summary.json").write_text(
         json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
-    if not ns.no_record and summary["servers"]:
+    runs = [r for s in summary["services"].values() for r in s["servers"].values()]
+    if not ns.no_record and runs:
         results.record("case2_load", summary)
-    for server, r in summary["servers"].items():
-        print(f"{server}: {r['requests']} requests, {r['rps']} req/s, p95 {r['latency_ms']['p95']} ms, "
+    for r in runs:
+        print(f"{r['service']} on {r['server']}: {r['requests']} requests, {r['rps']} req/s, "
+              f"p95 {r['latency_ms']['p95']} ms, "
               f"failures {r['failure_ratio']:.1%} {r['failure_kinds']}, "
               f"duplicate grants {r['takes']['duplicate_grants']}, "
-              f"lost counter updates {r['database'].get('lost_counter_updates')}, "
+              f"lost counter updates {r['database'].get('lost_counter_updates')} "
+              f"(total counter: {r['database'].get('lost_total_updates')}), "
               f"idle in transaction {r['connections']['after_load']['idle_in_transaction']}",
               flush=True)
-    return 1 if summary["errors"] or not summary["servers"] else 0
+    return 1 if summary["errors"] or not runs else 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The Locust load runner: a short real run on loopback, and the arguments it refuses."""
+"""The Locust load runner: one short real run of both services on loopback (gunicorn), and the
+arguments it refuses."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "loadtests" / "run.py"
-RUN_TIMEOUT = 90  # the run itself is 8 s of load plus start and stop
+RUN_TIMEOUT = 120  # two runs of 8 s of load each, plus start and stop
 
 
 def _run(args: list[str], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
@@ -40,15 +41,22 @@ def _gone(pid: int | None, timeout: float = 5.0) -> bool:
     return False
 
 
-def test_short_run_reaches_the_server_and_leaves_nothing_running(tmp_path):
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """One runner invocation: the as-given and the fixed service, each 8 s on gunicorn."""
+    tmp_path = tmp_path_factory.mktemp("load")
     out = tmp_path / "out"
-    proc = _run(["--out", str(out), "--server", "gunicorn", "--users", "5", "--run-time", "8"],
-                tmp_path, RUN_TIMEOUT)
+    proc = _run(["--out", str(out), "--service", "both", "--server", "gunicorn", "--users", "5",
+                 "--run-time", "8"], tmp_path, RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-
     summary = json.loads((out / "case2_load_summary.json").read_text(encoding="utf-8"))
     assert summary["errors"] == {}
-    run = summary["servers"]["gunicorn"]
+    return tmp_path, out, summary
+
+
+def test_short_run_reaches_the_server_and_leaves_nothing_running(short_run):
+    tmp_path, out, summary = short_run
+    run = summary["services"]["as_given"]["servers"]["gunicorn"]
     for key in ("requests", "rps", "failure_ratio", "latency_ms", "endpoints", "failure_kinds",
                 "failure_kinds_by_endpoint", "server_exceptions", "takes", "database",
                 "connections", "reports"):
@@ -64,11 +72,34 @@ def test_short_run_reaches_the_server_and_leaves_nothing_running(tmp_path):
     for name in run["reports"].values():
         assert (out / name).is_file(), name
     recorded = json.loads((tmp_path / "results" / "case2_load.json").read_text(encoding="utf-8"))
-    assert recorded["data"]["servers"]["gunicorn"]["requests"] == run["requests"]
+    recorded_run = recorded["data"]["services"]["as_given"]["servers"]["gunicorn"]
+    assert recorded_run["requests"] == run["requests"]
     assert recorded["machine"]["cpu"]
 
-    pids = [run["pids"]["server"], run["pids"]["locust"], summary.get("postgres_pid")]
+    runs = [s["servers"]["gunicorn"] for s in summary["services"].values()]
+    pids = [pid for r in runs for pid in r["pids"].values()] + [summary.get("postgres_pid")]
     assert all(_gone(pid) for pid in pids), pids
+
+
+def test_the_fixed_service_under_the_same_load_loses_nothing(short_run):
+    _, out, summary = short_run
+    run = summary["services"]["fixed"]["servers"]["gunicorn"]
+    assert run["app"] == "reference.case2.fixed.app"
+    # The load reached it: requests on every kind of call, the claim included.
+    assert run["requests"] > 0 and run["takes"]["ok"] > 0
+    assert run["endpoints"]["POST /take_free_task"]["requests"] > 0
+    assert run["database"]["tasks_created"] > 0
+    # ... and it answered without a server error, a duplicate grant or a lost counter update.
+    assert run["failure_kinds"].get("http_500", 0) == 0, run["failure_kinds"]
+    assert run["failure_kinds"].get("aborted_transaction", 0) == 0, run["failure_kinds"]
+    assert run["server_exceptions"]["by_kind"] == {}
+    assert run["takes"]["duplicate_grants"] == 0
+    assert run["database"]["lost_counter_updates"] == 0
+    assert run["database"]["lost_total_updates"] == 0
+    assert run["database"]["total_counter_source"] == "stats.tasks_created"
+    assert run["connections"]["after_load"]["idle_in_transaction"] == 0
+    assert run["connections"]["after_stop"] == 0
+    assert (out / run["reports"]["html"]).is_file()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -77,6 +108,7 @@ def test_short_run_reaches_the_server_and_leaves_nothing_running(tmp_path):
     (["--users", "101"], "must be 1..100"),
     (["--run-time", "3m"], "run time must be"),
     (["--server", "uwsgi"], "invalid choice"),
+    (["--service", "patched"], "invalid choice"),
 ])
 def test_bad_arguments_are_refused(tmp_path, args, message):
     proc = _run(["--out", str(tmp_path / "out"), *args], tmp_path, 30)

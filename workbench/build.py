@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -68,7 +69,9 @@ def step_loadtests(ns) -> bool:
     if not runner.is_file():
         print("no loadtests/run.py yet; skipping load runs")
         return True
-    cmd = [sys.executable, str(runner), "--out", str(BUILD / "loadtests")]
+    out = BUILD / "loadtests"
+    shutil.rmtree(out, ignore_errors=True)  # reports of an earlier run must not be shown as this one's
+    cmd = [sys.executable, str(runner), "--out", str(out)]
     if ns.full:
         cmd.append("--full")
     return _run(cmd) == 0
