@@ -114,6 +114,9 @@ def decode_jpeg(body: bytes) -> Image.Image | None:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is observable
     timeout = 10  # idle keep-alive connections are dropped after this
+    # Headers and body go out in two writes; with Nagle on, a keep-alive client would wait for a
+    # delayed ACK (~40 ms) on every response, an artefact of this stand-in, not of the real API.
+    disable_nagle_algorithm = True
     server: "_Server"
 
     def setup(self) -> None:
