@@ -14,6 +14,11 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _direct_dependencies() -> set[str]:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {_norm(re.split(r"[<>=!~\[ ;]", d)[0]) for d in deps}
+
+
 def _lock() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "requirements.lock").read_text().splitlines():
@@ -30,15 +35,12 @@ def _conda_pip_section() -> list[str]:
 
 
 def test_every_direct_dependency_is_locked():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    missing = sorted(_norm(re.split(r"[<>=!~\[ ;]", d)[0]) for d in deps
-                     if _norm(re.split(r"[<>=!~\[ ;]", d)[0]) not in _lock())
+    missing = sorted(_direct_dependencies() - set(_lock()))
     assert missing == [], f"not in requirements.lock (run `make lock`): {missing}"
 
 
 def test_environment_yml_matches_pyproject_and_lock():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    wanted = {_norm(re.split(r"[<>=!~\[ ;]", d)[0]) for d in deps}
+    wanted = _direct_dependencies()
     pip_section = _conda_pip_section()
     assert "-e ." in pip_section, "environment.yml must install the project itself"
     pinned = dict(entry.split("==", 1) for entry in pip_section if "==" in entry)

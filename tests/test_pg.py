@@ -92,3 +92,13 @@ def test_serve_prints_url_and_stops_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_run_keeps_later_double_dashes_of_the_command(monkeypatch):
+    monkeypatch.setenv(pg.ENV_VAR, "postgresql://someone@db.invalid/x")  # no server needed
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench.pg", "run", "--", sys.executable, "-c",
+         "import sys; print(sys.argv[1:])", "--", "x"],
+        env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['--', 'x']"

@@ -106,7 +106,7 @@ def _serve(_: argparse.Namespace) -> int:
 
 
 def _run(ns: argparse.Namespace) -> int:
-    cmd = [c for c in ns.command if c != "--"] if ns.command[:1] == ["--"] else ns.command
+    cmd = ns.command[1:] if ns.command[:1] == ["--"] else ns.command  # only the separator itself
     if not cmd:
         print("error: nothing to run; usage: python -m workbench.pg run -- CMD [ARGS...]",
               file=sys.stderr)
