@@ -29,9 +29,9 @@ bench: $(STAMP)
 loadtest: $(STAMP)
 	$(BIN)/python -m workbench.build --only loadtests
 
-## JupyterLab on the notebooks, with an embedded PostgreSQL for the session.
+## JupyterLab on the notebooks (127.0.0.1, root or not), with an embedded PostgreSQL for the session.
 lab: $(STAMP)
-	$(BIN)/python -m workbench.pg run -- $(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/python -m workbench.lab
 
 ## Start an embedded PostgreSQL, print its URL, stop it on Ctrl-C.
 pg: $(STAMP)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,7 +27,11 @@ ENV_VAR = "DATABASE_URL"
 @contextlib.contextmanager
 def embedded_server() -> Iterator[str]:
     """Start a private PostgreSQL in a fresh temporary directory; yield its URL; stop it."""
-    import pgserver  # imported lazily: only the embedded path needs it
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime directory at import; without XDG_RUNTIME_DIR
+        # (containers, root shells, CI) platformdirs warns and uses its fallback, which is fine.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver  # imported lazily: only the embedded path needs it
 
     datadir = tempfile.mkdtemp(prefix="workbench-pg-")
     server = None
