@@ -1,4 +1,4 @@
-"""Evidence for the Case 1 findings added by the completeness review (C1-31 .. C1-38).
+"""Evidence for the Case 1 findings added by the completeness review (C1-31 .. C1-39).
 
 Each finding has its as-given (or patched) half, where the defect is observed, and its fixed
 half, where the redesigned pipeline (``reference/case1/fixed``) is run as users run it: through its
@@ -347,6 +347,37 @@ def test_fixed_rejects_a_malformed_url_before_reading_images(tmp_path, server):
     slash = run_fixed(tmp_path, "--input-dir", tmp_path / "in", "--no-progress", server.url + "/")
     assert slash.returncode == 0, slash.stderr
     assert server.counters.snapshot()["accepted"] == 1
+
+
+# --- C1-39: the exit code does not report failures -----------------------------------------------
+
+
+def _one_good_one_broken(directory: Path) -> None:
+    make_images(directory, 1, size=(8, 8), mode="L")
+    (directory / "broken.jpg").write_bytes(b"not a jpeg")
+
+
+@pytest.mark.finding("C1-39", side="patched")
+def test_failed_images_still_exit_0(tmp_path, start_server):
+    server = start_server(latency_ms=0, stats_latency_ms=0)
+    _one_good_one_broken(tmp_path / "some")
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "broken.jpg").write_bytes(b"not a jpeg")
+    some = run_script(PATCHED, "--input-dir", str(tmp_path / "some"), server.url, cwd=tmp_path)
+    none = run_script(PATCHED, "--input-dir", str(tmp_path / "none"), server.url, cwd=tmp_path)
+    assert FAILURE_MESSAGE in some.stdout and FAILURE_MESSAGE in none.stdout
+    # half failed, or all failed: a scheduler or a shell `&&` sees success either way
+    assert (some.returncode, none.returncode) == (0, 0)
+
+
+@pytest.mark.finding("C1-39", side="fixed")
+def test_fixed_exit_code_says_whether_everything_was_classified(tmp_path, start_server):
+    server = start_server(latency_ms=0, stats_latency_ms=0)
+    _one_good_one_broken(tmp_path / "some")
+    make_images(tmp_path / "good", 1, size=(8, 8), mode="L")
+    some = run_fixed(tmp_path, "--input-dir", tmp_path / "some", "--no-progress", server.url)
+    good = run_fixed(tmp_path, "--input-dir", tmp_path / "good", "--no-progress", server.url)
+    assert (some.returncode, good.returncode) == (1, 0), some.stderr + good.stderr
 
 
 def test_helpers_see_what_they_claim(tmp_path):
