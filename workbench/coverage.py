@@ -25,7 +25,7 @@ from . import findings as registry
 ROOT = registry.ROOT
 DEFAULT_MAP = ROOT / "review" / "coverage.yaml"
 _CYRILLIC = re.compile(r"[А-Яа-яЁё]")
-_SHA_LINE = re.compile(r"^(?P<indent>\s*)sha:.*$")
+_SHA_LINE = registry._SHA_LINE  # the same "sha:" line the registry rewrites
 
 
 class MapError(Exception):

@@ -42,6 +42,15 @@ def run_fixed(cwd, *args, timeout=CLI_TIMEOUT):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_fixed_on(tmp_path, write, url):
+    """The fixed CLI on a fresh folder filled by ``write(folder)``; it must exit 0."""
+    (tmp_path / "in").mkdir()
+    write(tmp_path / "in")
+    proc = run_fixed(tmp_path, "--input-dir", tmp_path / "in", "--no-progress", url)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def main_function_source() -> str:
     """The text of the as-given ``main()``."""
     text = AS_GIVEN.read_text(encoding="utf-8")
@@ -139,10 +148,7 @@ def test_image_file_is_left_to_the_garbage_collector(tmp_path):
 
 @pytest.mark.finding("C1-32", side="fixed")
 def test_fixed_closes_every_image_file(tmp_path, server):
-    (tmp_path / "in").mkdir()
-    animated_png(tmp_path / "in" / "anim.png")
-    proc = run_fixed(tmp_path, "--input-dir", tmp_path / "in", "--no-progress", server.url)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_fixed_on(tmp_path, lambda folder: animated_png(folder / "anim.png"), server.url)
     assert "ResourceWarning" not in proc.stderr
     assert server.counters.snapshot()["accepted"] == 1
 
@@ -238,10 +244,7 @@ def test_camera_photo_is_rotated_from_its_stored_pixels(tmp_path, server, monkey
 
 @pytest.mark.finding("C1-35", side="fixed")
 def test_fixed_rotates_what_a_viewer_sees(tmp_path, server):
-    (tmp_path / "in").mkdir()
-    camera_jpeg(tmp_path / "in" / "portrait.jpg")
-    proc = run_fixed(tmp_path, "--input-dir", tmp_path / "in", "--no-progress", server.url)
-    assert proc.returncode == 0, proc.stderr
+    run_fixed_on(tmp_path, lambda folder: camera_jpeg(folder / "portrait.jpg"), server.url)
     # upright 48x64, rotated 64x48, halved 32x24
     assert server.counters.snapshot()["images"] == [[32, 24, "RGB"]]
 
@@ -284,17 +287,24 @@ def test_fixed_keeps_stdout_for_the_summary(tmp_path, start_server):
 # --- C1-37: a new TCP connection per request leaves TIME_WAIT sockets ----------------------------
 
 
+def time_wait_left_by(run, images: Path, start_server, n: int):
+    """``run(images, url)`` over ``n`` images; return (the server, TIME_WAIT sockets the run left)."""
+    make_images(images, n, size=(8, 8), mode="L")
+    server = start_server(latency_ms=0, stats_latency_ms=0)
+    port = int(server.url.rsplit(":", 1)[1])
+    before = time_wait_sockets(port)
+    proc = run(images, server.url)
+    assert proc.returncode == 0, proc.stderr
+    return server, time_wait_sockets(port) - before
+
+
 @needs_proc_net_tcp
 @pytest.mark.finding("C1-37", side="patched")
 def test_every_request_leaves_a_time_wait_socket(tmp_path, start_server):
     n = 6
-    make_images(tmp_path / "in", n, size=(8, 8), mode="L")
-    server = start_server(latency_ms=0, stats_latency_ms=0)
-    port = int(server.url.rsplit(":", 1)[1])
-    before = time_wait_sockets(port)
-    proc = run_script(PATCHED, "--input-dir", str(tmp_path / "in"), server.url, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    left = time_wait_sockets(port) - before
+    server, left = time_wait_left_by(lambda images, url: run_script(PATCHED, "--input-dir", str(images), url,
+                                                                   cwd=tmp_path),
+                                     tmp_path / "in", start_server, n)
     connections = server.counters.snapshot()["connections"]
     results.record("case1_time_wait", {"images": n, "connections": connections, "time_wait_left": left,
                                        "ip_local_port_range": sysctl("net/ipv4/ip_local_port_range"),
@@ -307,14 +317,11 @@ def test_every_request_leaves_a_time_wait_socket(tmp_path, start_server):
 @pytest.mark.finding("C1-37", side="fixed")
 def test_fixed_leaves_at_most_one_time_wait_per_worker(tmp_path, start_server):
     n = 12
-    make_images(tmp_path / "in", n, size=(8, 8), mode="L")
-    server = start_server(latency_ms=0, stats_latency_ms=0)
-    port = int(server.url.rsplit(":", 1)[1])
-    before = time_wait_sockets(port)
-    proc = run_fixed(tmp_path, "--input-dir", tmp_path / "in", "--workers", 2, "--no-progress", server.url)
-    assert proc.returncode == 0, proc.stderr
+    server, left = time_wait_left_by(lambda images, url: run_fixed(tmp_path, "--input-dir", images, "--workers", 2,
+                                                                  "--no-progress", url),
+                                     tmp_path / "in", start_server, n)
     assert server.counters.snapshot()["accepted"] == n
-    assert time_wait_sockets(port) - before <= 2
+    assert left <= 2
 
 
 # --- C1-38: the API URL is never checked --------------------------------------------------------

