@@ -13,7 +13,8 @@
 * The magic number is computed on the luminance of the final image (:mod:`.magic`).
 * The JPEG is encoded with ``format="JPEG"`` and an explicit quality.
 
-Pillow releases the GIL while decoding, transforming and encoding, so this runs well in threads.
+Pillow releases the GIL while decoding, rotating and resizing, so this runs well in threads; JPEG
+encoding into a ``BytesIO`` holds it (``ImagingEncoder.encode``, finding C1-09).
 """
 from __future__ import annotations
 
