@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -13,7 +14,7 @@ from multiprocessing.pool import ThreadPool
 import numpy as np
 import pytest
 
-from case1_support import PATCHED, args_namespace, run_script, write_variant
+from case1_support import CLI_TIMEOUT, PATCHED, args_namespace, run_script, write_variant
 from workbench.image_corpus import make_images, pixels
 from reference.case1.as_given import process_images as as_given
 from reference.case1.patched import process_images as patched
@@ -32,6 +33,21 @@ def test_default_threads_cap_concurrency_at_cpu_count(tmp_path, start_server):
     proc = run_script(PATCHED, "--input-dir", str(tmp_path / "in"), server.url, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert server.counters.snapshot()["max_in_flight"]["classify"] == os.cpu_count()
+
+
+@pytest.mark.finding("C1-02", side="patched")
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or os.cpu_count() < 2,
+                    reason="needs CPU affinity (Linux) and at least two CPUs")
+def test_default_threads_ignore_cpu_affinity(tmp_path, start_server):
+    make_images(tmp_path / "in", 3 * os.cpu_count(), size=(8, 8), mode="L")
+    server = start_server(latency_ms=150, stats_latency_ms=0)
+    one_cpu = {min(os.sched_getaffinity(0))}
+    proc = subprocess.run([sys.executable, str(PATCHED), "--input-dir", str(tmp_path / "in"), server.url],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT,
+                          preexec_fn=lambda: os.sched_setaffinity(0, one_cpu))  # like `taskset -c 0`
+    assert proc.returncode == 0, proc.stderr
+    # allowed one CPU, the script still sized its pool by every CPU of the machine
+    assert server.counters.snapshot()["max_in_flight"]["classify"] == os.cpu_count() > len(one_cpu)
 
 
 @pytest.mark.finding("C1-07", side="patched")
@@ -97,6 +113,33 @@ def test_send_stats_is_serialised_in_main_thread(tmp_path, start_server):
     assert received["stats_calls"] == n
     assert received["max_in_flight"]["stats"] == 1 < received["max_in_flight"]["classify"]
     assert wall >= n * 0.080  # the stats calls alone, one after another
+
+
+@pytest.mark.finding("C1-11", side="patched")
+def test_results_pile_up_in_the_pool_while_main_thread_sends_stats(tmp_path, start_server, monkeypatch):
+    n = 8
+    make_images(tmp_path / "in", n, size=(8, 8), mode="L")
+    server = start_server(latency_ms=30, stats_latency_ms=200)
+    iterators, at_stats_call = [], []
+    original_imap, original_send = ThreadPool.imap_unordered, patched.send_stats
+
+    def recording_imap(self, *args, **kwargs):
+        iterators.append(original_imap(self, *args, **kwargs))
+        return iterators[-1]
+
+    def recording_send(*args, **kwargs):
+        # results finished but not yet taken by the main thread (the pool's unbounded deque),
+        # and how many images the server has classified so far
+        at_stats_call.append((len(iterators[0]._items), server.counters.snapshot()["accepted"]))
+        return original_send(*args, **kwargs)
+
+    monkeypatch.setattr(ThreadPool, "imap_unordered", recording_imap)
+    monkeypatch.setattr(patched, "send_stats", recording_send)
+    run_patched_in_process(monkeypatch, tmp_path, tmp_path / "in", server.url, "--threads-num", "8")
+    waiting, classified = zip(*at_stats_call)
+    assert len(at_stats_call) == n
+    assert classified[3] == n  # every image was classified before the 4th stats call: no worker waited
+    assert max(waiting) >= n - 3  # their results waited in memory instead
 
 
 @pytest.mark.finding("C1-14", side="patched")

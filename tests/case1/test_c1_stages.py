@@ -99,6 +99,25 @@ def test_rotated_image_is_squeezed_to_old_aspect(patched_run):
     assert [384, 512, "RGB"] not in patched_run[1]["images"]
 
 
+@pytest.mark.parametrize("name", ["photo_1024x768.jpg", "gray_301x199.jpg", "gray_odd_31x17.jpg"])
+def test_resizing_before_rotating_is_close_but_not_identical(corpus, name):
+    """C1-18's fix text: "resize, then rotate" gives the same size, not the same pixels."""
+    root, _ = corpus
+    with Image.open(f"{root}/{name}") as image:
+        image.load()
+        rotated = image.transpose(Image.ROTATE_90)
+        first_rotate = rotated.resize((rotated.width // 2, rotated.height // 2))
+        first_resize = image.resize((image.width // 2, image.height // 2)).transpose(Image.ROTATE_90)
+    assert first_rotate.size == first_resize.size
+    a = np.asarray(first_rotate, dtype=np.int16)
+    b = np.asarray(first_resize, dtype=np.int16)
+    diff = np.abs(a - b).reshape(a.shape[0], a.shape[1], -1).max(axis=2)
+    # Pillow resizes in two passes (horizontal, then vertical) rounding to 8 bits in between;
+    # rotating first swaps which pass comes first, so roundings differ by a level or two.
+    assert diff.max() <= 2
+    assert (diff > 0).mean() > 0.1
+
+
 @pytest.mark.finding("C1-19", side="patched")
 def test_tiny_image_resizes_to_zero(corpus, server):
     root, _ = corpus

@@ -146,3 +146,21 @@ def test_readability_nits_are_in_the_source():
 def test_fixed_source_builds_image_path_once():
     source = (AS_GIVEN.parents[1] / "fixed" / "app.py").read_text()
     assert source.count("task_images") <= 1 and "== True" not in source
+
+
+@pytest.mark.finding("C2-35", side="as_given")
+def test_peewee_needs_neither_eq_true_nor_limit_before_first(monkeypatch):
+    import peewee
+
+    module = load_app_module(fresh=True)
+    Task = module.Task
+    with_eq, params = Task.select().where(Task.free == True).sql()  # noqa: E712 - the original's form
+    bare, no_params = Task.select().where(Task.free).sql()
+    assert with_eq.endswith('WHERE ("t1"."free" = %s)') and params == [True]
+    assert bare.endswith('WHERE "t1"."free"') and no_params == []  # the column alone is the condition
+    # first() sets LIMIT 1 itself (peewee's SelectBase.first), so .limit(1) before it adds nothing
+    monkeypatch.setattr(peewee.SelectBase, "execute", lambda self, database: [])
+    query = Task.select()
+    assert query.first() is None
+    sql, params = query.sql()
+    assert sql.endswith("LIMIT %s") and params == [1]

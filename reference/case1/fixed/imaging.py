@@ -2,6 +2,8 @@
 
 * The file is opened in a ``with`` block and fully decoded there, so a truncated or unreadable
   file raises here (``OSError``, ``UnidentifiedImageError``...) with Pillow's own message.
+* The EXIF orientation is applied first (``ImageOps.exif_transpose``), so "rotate 90 degrees" turns
+  the picture a viewer sees, not the sensor's raw pixel grid (finding C1-35).
 * The mode is normalised to one JPEG can hold: ``L`` and ``RGB`` stay; other grey modes (``1``,
   ``I``, ``I;16``, ``F``) become ``L``; transparent images are composited on white (a classifier
   sees what a viewer sees, not a black background); everything else becomes ``RGB``.
@@ -11,7 +13,8 @@
 * The magic number is computed on the luminance of the final image (:mod:`.magic`).
 * The JPEG is encoded with ``format="JPEG"`` and an explicit quality.
 
-Pillow releases the GIL while decoding, transforming and encoding, so this runs well in threads.
+Pillow releases the GIL while decoding, rotating and resizing, so this runs well in threads; JPEG
+encoding into a ``BytesIO`` holds it (``ImagingEncoder.encode``, finding C1-09).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .magic import calc_magic_number
 
@@ -76,6 +79,7 @@ def prepare(path: str, rotate: bool = True, resize: bool = True) -> Prepared:
     """Decode ``path`` and return what is sent to the API; raises one of ``IMAGE_ERRORS``."""
     with Image.open(path) as opened:  # everything inside: closing the file invalidates `opened`
         opened.load()
-        image = transform(jpeg_compatible(opened), rotate=rotate, resize=resize)
+        upright = ImageOps.exif_transpose(opened)
+        image = transform(jpeg_compatible(upright), rotate=rotate, resize=resize)
         grey = image if image.mode == "L" else image.convert("L")
         return Prepared(encode_jpeg(image), calc_magic_number(np.asarray(grey)), image.size, image.mode)
