@@ -23,8 +23,9 @@ the redesigned code: the finding's fixed-side tests must then fail. For each mut
    * ``caught``   - a selected test failed in its call phase;
    * ``survived`` - every selected test that ran passed;
    * ``error``    - the edit does not apply, nothing was selected or nothing ran, collection or
-     fixture setup failed (no verdict from the evidence itself), or the baseline of that finding
-     and side fails in a scratch copy without the edit (``--baseline``);
+     fixture setup failed (no verdict from the evidence itself), or the same tests fail in a
+     scratch copy without the edit: that baseline runs first for one (finding, side), as a canary
+     of the copy and the environment, or for every selected one with ``--baseline``;
    * ``timeout``  - pytest-timeout stopped a test, or the whole run exceeded ``--timeout`` and its
      process group was killed. A timeout is never counted as caught: every wait in the evidence
      has its own, shorter bound, so a test that catches a hang does so with its own assertion, and a
@@ -477,16 +478,21 @@ def per_finding(results: Sequence[Result], finding_ids: Sequence[str], missing: 
 
 
 def run_all(mutants: Sequence[Mutant], ctx: RunContext, jobs: int = 1, baseline: bool = False,
-            progress=print) -> List[Result]:
-    """Run the mutants (``jobs`` at a time); with ``baseline``, first each (finding, side) unmutated."""
-    broken = {}
-    if baseline:
-        for finding, side in sorted({(m.finding, m.side) for m in mutants}):
-            res = run_mutant(None, ctx, finding, side)
-            progress(f"baseline {finding} {side}: {'ok' if res.outcome == 'survived' else res.outcome} "
-                     f"({res.seconds:.0f} s)")
-            if res.outcome != "survived":
-                broken[(finding, side)] = f"baseline without the edit: {res.outcome}: {res.detail}"[:500]
+            progress=print) -> Tuple[List[Result], List[Result]]:
+    """(mutant results, baseline results): run the mutants (``jobs`` at a time) after a baseline without edits: of every selected
+    (finding, side) with ``baseline``, else of the first one only (a canary for the scratch copy
+    and the environment: if it fails, no mutant can be judged)."""
+    groups = sorted({(m.finding, m.side) for m in mutants})
+    broken, baselines = {}, []
+    for finding, side in groups if baseline else groups[:1]:
+        res = run_mutant(None, ctx, finding, side)
+        baselines.append(res)
+        progress(f"baseline {finding} {side}: {'ok' if res.outcome == 'survived' else res.outcome} "
+                 f"({res.seconds:.0f} s)")
+        if res.outcome != "survived":
+            broken[(finding, side)] = f"baseline without the edit: {res.outcome}: {res.detail}"[:600]
+    if not baseline and broken:  # the canary failed: the scratch copy itself is not sound
+        broken = dict.fromkeys(groups, next(iter(broken.values())))
 
     def one(m: Mutant) -> Result:
         if (m.finding, m.side) in broken:
@@ -497,13 +503,13 @@ def run_all(mutants: Sequence[Mutant], ctx: RunContext, jobs: int = 1, baseline:
         return res
 
     if jobs <= 1:
-        return [one(m) for m in mutants]
+        return [one(m) for m in mutants], baselines
     with ThreadPoolExecutor(jobs) as pool:
-        return list(pool.map(one, mutants))
+        return list(pool.map(one, mutants)), baselines
 
 
-def report(results: Sequence[Result], mutants_total: int, missing: Sequence[str], finding_ids: Sequence[str],
-           selection: dict, seconds: float, problems: Sequence[str]) -> dict:
+def report(results: Sequence[Result], baselines: Sequence[Result], mutants_total: int, missing: Sequence[str],
+           finding_ids: Sequence[str], selection: dict, seconds: float, problems: Sequence[str]) -> dict:
     return {
         "complete": not any(selection.get(k) for k in ("findings", "sides", "files", "sample")),
         "selection": selection,
@@ -514,6 +520,7 @@ def report(results: Sequence[Result], mutants_total: int, missing: Sequence[str]
         "problems": list(problems),
         "findings": per_finding(results, finding_ids, missing),
         "mutants": [asdict(r) for r in results],
+        "baselines": [{k: v for k, v in asdict(r).items() if k not in ("why", "files")} for r in baselines],
     }
 
 
@@ -535,7 +542,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "is measured on a quiet machine)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds for one mutant's run")
     parser.add_argument("--baseline", action="store_true",
-                        help="first run each selected finding and side in a scratch copy without edits")
+                        help="first run each selected finding and side in a scratch copy without edits "
+                        "(by default only the first, as a canary)")
     parser.add_argument("--coverage", action="store_true", help="only check that every finding has a mutant per side")
     parser.add_argument("--list", action="store_true", help="list the selected mutants and stop")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
@@ -578,9 +586,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ctx = RunContext(ROOT, tree_files(ROOT), url, ns.timeout, ns.logs)
         print(f"{len(chosen)} mutants of {len(mutants)}; tree of {len(ctx.files)} files; logs in {ns.logs}",
               flush=True)
-        results = run_all(chosen, ctx, jobs=ns.jobs, baseline=ns.baseline,
-                          progress=lambda line: print(line, flush=True))
-    data = report(results, len(mutants), missing, finding_ids, selection, time.monotonic() - started, problems)
+        results, baselines = run_all(chosen, ctx, jobs=ns.jobs, baseline=ns.baseline,
+                                     progress=lambda line: print(line, flush=True))
+    data = report(results, baselines, len(mutants), missing, finding_ids, selection, time.monotonic() - started, problems)
     if ns.json:
         ns.json.parent.mkdir(parents=True, exist_ok=True)
         ns.json.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")

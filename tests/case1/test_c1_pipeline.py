@@ -133,16 +133,26 @@ def test_results_dict_is_a_side_channel_only_threads_share(tmp_path, server):
     assert sorted(in_threads) == paths and in_processes == {}  # processes' writes are lost
 
 
+def _best_time(func, *args, repeat: int) -> tuple[float, object]:
+    """(the shortest of ``repeat`` timings, the result): the run least disturbed by other load."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = func(*args)
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def _vectorised_magic(image):
+    rows = np.arange(1, image.shape[0] + 1, dtype=np.int64)
+    cols = np.arange(1, image.shape[1] + 1, dtype=np.int64)
+    return int(rows @ image @ cols) / image.size
+
+
 @pytest.mark.finding("C1-30", side="as_given")
 def test_python_loop_is_far_slower_than_numpy():
     image = np.asarray(pixels(96, 96, "L", 1)).astype(np.int64)
-    started = time.perf_counter()
-    loop = as_given.calc_magic_number(image)
-    loop_time = time.perf_counter() - started
-    started = time.perf_counter()
-    rows = np.arange(1, image.shape[0] + 1, dtype=np.int64)
-    cols = np.arange(1, image.shape[1] + 1, dtype=np.int64)
-    vectorised = int(rows @ image @ cols) / image.size
-    numpy_time = time.perf_counter() - started
+    loop_time, loop = _best_time(as_given.calc_magic_number, image, repeat=3)
+    numpy_time, vectorised = _best_time(_vectorised_magic, image, repeat=20)
     assert vectorised == loop
-    assert loop_time / numpy_time > 10
+    assert loop_time / numpy_time > 10  # two measurements of this run: their ratio, not a time

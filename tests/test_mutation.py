@@ -1,0 +1,195 @@
+"""Declared mutants: the runner's parts, the plugin's one-finding selection, the coverage of every
+finding, and a sample of the real mutants, each of which must be caught (``workbench.mutation``)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from workbench import findings, mutation
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_SIZE = 2  # drawn at random (seeded by the commit), besides the always-sampled ones
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A small tree with one source file and a mutants folder."""
+    _write(tmp_path, "pkg/code.py", "def f(x):\n    return x + 1\n")
+    return tmp_path
+
+
+def test_mutant_files_are_checked_entry_by_entry(tree):
+    _write(tree, "mutants/a.yaml", """\
+        - finding: C1-01
+          side: as_given
+          why: adds two
+          edits:
+            - file: pkg/code.py
+              find: "x + 1"
+              replace: "x + 2"
+        - finding: C9-1
+          side: sideways
+          why: ""
+          edits: []
+        - finding: C1-02
+          side: fixed
+          why: edits outside the tree
+          extra: 1
+          edits:
+            - file: ../escape.py
+              find: a
+              replace: a
+        """)
+    mutants, problems = mutation.load(tree / "mutants", tree)
+    assert [(m.key, m.finding, m.side, m.files) for m in mutants] == [("a#1", "C1-01", "as_given", ["pkg/code.py"])]
+    joined = "\n".join(problems)
+    for expected in ("finding must be an ID", "side must be one of", "why must say", "edits must be a non-empty",
+                     "unknown keys ['extra']", "file must be a path inside", "replace equals find"):
+        assert expected in joined, problems
+
+
+def test_an_edit_must_match_exactly_once(tree):
+    edit = mutation.Edit("pkg/code.py", "x", "y")
+    mutant = mutation.Mutant("C1-01", "as_given", "why", (edit,), "m.yaml", 1)
+    with pytest.raises(ValueError, match="occurs 2 times"):
+        mutation.apply_edits(mutant, tree)
+    once = mutation.Mutant("C1-01", "as_given", "why", (mutation.Edit("pkg/code.py", "x + 1", "x - 1"),), "m.yaml", 1)
+    mutation.apply_edits(once, tree)
+    assert (tree / "pkg/code.py").read_text() == "def f(x):\n    return x - 1\n"
+
+
+def _mutants(*pairs):
+    return [mutation.Mutant(f, s, "why", (mutation.Edit(f"reference/{f}.py", "a", "b"),), "m.yaml", i)
+            for i, (f, s) in enumerate(pairs, 1)]
+
+
+def test_coverage_names_exactly_the_missing_sides():
+    mutants = _mutants(("C1-01", "as_given"), ("C1-01", "fixed"), ("C1-02", "fixed"))
+    assert mutation.coverage(mutants, ["C1-01", "C1-02", "C1-03"]) == [
+        "C1-02 as_given", "C1-03 as_given", "C1-03 fixed"]
+    assert mutation.unknown_findings(mutants, ["C1-01"]) == ["m#3: C1-02 is not in the registry"]
+
+
+def test_sample_is_seeded_and_keeps_the_chosen_ones():
+    pairs = [(f"C1-{n:02d}", side) for n in range(1, 31) for side in mutation.SIDES]
+    mutants = _mutants(*pairs)
+    first, again = mutation.sample(mutants, 5, "abc"), mutation.sample(mutants, 5, "abc")
+    assert first == again and len(first) == 5 + len(mutation.ALWAYS_SAMPLED)
+    assert set(mutation.ALWAYS_SAMPLED) <= {(m.finding, m.side) for m in first}
+    assert mutation.sample(mutants, 5, "other") != first
+    assert mutation.select(mutants, findings=["C1-02"], sides=["fixed"]) == [mutants[3]]
+    assert [m.finding for m in mutation.select(mutants, files=["reference/C1-03.py"])] == ["C1-03", "C1-03"]
+
+
+def test_scratch_copy_is_checked_and_test_files_are_found_by_id(tmp_path):
+    files = mutation.tree_files(ROOT)
+    assert "workbench/mutation.py" in files and not any(f.startswith((".venv/", "build/")) for f in files)
+    some = ["workbench/mutation.py", "tests/test_ci_leftovers.py", "tests/case1/test_c1_gil_and_timeouts.py"]
+    mutation.copy_tree(ROOT, some, tmp_path)
+    assert mutation.test_files_for(tmp_path, "C1-09") == ["tests/case1/test_c1_gil_and_timeouts.py"]
+
+
+# --------------------------------------------------------------------------- the plugin option
+
+
+@pytest.fixture
+def project(pytester):
+    pytester.makefile(".ini", pytest=textwrap.dedent("""\
+        [pytest]
+        testpaths = tests
+        findings_registry = findings.yaml
+        evidence_matrix = out/matrix.json
+        """))
+    code = "def f():\n    pass\n"
+    pytester.path.joinpath("sample.py").write_text(code)
+    entries = ""
+    for fid in ("C1-01", "C1-02"):
+        entries += textwrap.dedent(f"""\
+            - id: {fid}
+              title: Проверочная находка
+              severity: minor
+              category: correctness
+              location: {{file: sample.py, lines: [1, 2], sha: "{findings.lines_hash(code.splitlines())}"}}
+              problem: Ничего.
+              fix: Ничего.
+            """)
+    pytester.path.joinpath("findings.yaml").write_text(entries, encoding="utf-8")
+    pytester.mkdir("tests")
+    pytester.path.joinpath("tests", "test_x.py").write_text(textwrap.dedent("""\
+        import pytest
+
+        @pytest.mark.finding("C1-01", side="as_given")
+        def test_a(): pass
+
+        @pytest.mark.finding("C1-01", side="patched")
+        def test_b(): pass
+
+        @pytest.mark.finding("C1-01", side="fixed")
+        def test_c(): pass
+
+        @pytest.mark.finding("C1-02", side="as_given")
+        def test_d(): pass
+        """))
+    return pytester
+
+
+def test_finding_option_selects_one_findings_tests_on_one_side(project):
+    result = project.runpytest("--finding", "C1-01", "--side", "as_given", "-v")
+    result.assert_outcomes(passed=2, deselected=2)
+    result.stdout.fnmatch_lines(["*test_a PASSED*", "*test_b PASSED*"])
+    assert "registry::" not in result.stdout.str()  # the registry checks are not part of it
+    project.runpytest("--finding", "C1-01", "--side", "fixed").assert_outcomes(passed=1, deselected=3)
+
+
+def test_finding_option_refuses_an_empty_selection(project):
+    result = project.runpytest("--finding", "C1-02", "--side", "fixed")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no test is marked with finding C1-02 on side fixed*"])
+    assert project.runpytest("--finding", "C1-02").ret == pytest.ExitCode.USAGE_ERROR  # --side is needed
+
+
+# --------------------------------------------------------------------------- the real mutants
+
+
+def _declared():
+    mutants, problems = mutation.load()
+    ids = [f.id for f in findings.load()[0]]
+    return mutants, problems, ids
+
+
+def test_mutant_files_are_well_formed_and_name_known_findings():
+    mutants, problems, ids = _declared()
+    assert problems + mutation.unknown_findings(mutants, ids) == []
+
+
+def test_every_finding_has_a_mutant_on_each_side():
+    mutants, _, ids = _declared()
+    missing = mutation.coverage(mutants, ids)
+    assert not missing, f"{len(missing)} finding sides have no declared mutant: {', '.join(missing)}"
+
+
+def test_a_sample_of_the_mutants_is_caught(database_url, tmp_path):
+    """Each sampled mutant runs in its own scratch copy; survivors and errors fail the test."""
+    report = tmp_path / "mutation.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench.mutation", "--sample", str(SAMPLE_SIZE), "--json", str(report),
+         "--logs", str(tmp_path / "logs")],
+        cwd=ROOT, env=dict(os.environ, DATABASE_URL=database_url), capture_output=True, text=True, timeout=900)
+    data = json.loads(report.read_text(encoding="utf-8"))
+    outcomes = {m["mutant"]: (m["outcome"], m["detail"][:300]) for m in data["mutants"]}
+    assert proc.returncode == 0 and data["score"]["all"]["caught"] == len(outcomes) > 0, (outcomes, proc.stderr[-2000:])
