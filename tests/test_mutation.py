@@ -96,6 +96,17 @@ def test_sample_is_seeded_and_keeps_the_chosen_ones():
     assert [m.finding for m in mutation.select(mutants, files=["reference/C1-03.py"])] == ["C1-03", "C1-03"]
 
 
+def test_processes_left_in_a_scratch_tree_are_killed(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path,
+                               start_new_session=True)  # as a server started by a killed test would be
+    try:
+        killed = mutation._kill_strays(tmp_path)
+        assert sleeper.wait(timeout=10) != 0 and [int(k.split()[0]) for k in killed] == [sleeper.pid]
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)
+
+
 def test_scratch_copy_is_checked_and_test_files_are_found_by_id(tmp_path):
     files = mutation.tree_files(ROOT)
     assert "workbench/mutation.py" in files and not any(f.startswith((".venv/", "build/")) for f in files)
