@@ -117,6 +117,41 @@ def test_scratch_copy_is_checked_and_test_files_are_found_by_id(tmp_path):
     assert mutation.test_files_for(tmp_path, "C1-09") == ["tests/case1/test_c1_gil_and_timeouts.py"]
 
 
+# --------------------------------------------------------------------------- one run's outcome
+
+
+SAMPLE_TESTS = {
+    "caught": "def test_it():\n    assert False\n",
+    "survived": "def test_it():\n    assert True\n",
+    "error": "def test_it(missing_fixture):\n    pass\n",  # no verdict: the setup failed
+    "timeout": "import time\n\ndef test_it():\n    time.sleep(120)\n",
+}
+
+
+@pytest.mark.parametrize("expected", list(SAMPLE_TESTS))
+def test_outcome_of_one_run(tmp_path, expected):
+    code = "def f():\n    pass\n"
+    _write(tmp_path, "pytest.ini", "[pytest]\nfindings_registry = findings.yaml\n")
+    _write(tmp_path, "sample.py", code)
+    _write(tmp_path, "findings.yaml", f"""\
+        - id: C1-01
+          title: Проверочная находка
+          severity: minor
+          category: correctness
+          location: {{file: sample.py, lines: [1, 2], sha: "{findings.lines_hash(code.splitlines())}"}}
+          problem: Ничего.
+          fix: Ничего.
+        """)
+    body = SAMPLE_TESTS[expected].replace("def test_it", '@pytest.mark.finding("C1-01", side="as_given")\ndef test_it')
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_sample.py").write_text("import pytest\n\n" + body, encoding="utf-8")
+    timeout = 8.0 if expected == "timeout" else 120.0  # generous for a loaded machine's start-up
+    ctx = mutation.RunContext(tmp_path, [], "postgresql://unused", timeout=timeout, logs=None)
+    result = mutation.run_pytest(tmp_path, "C1-01", "as_given", ctx, "sample")
+    assert result.outcome == expected, result.detail
+    assert not mutation._kill_strays(tmp_path)  # a killed run leaves nothing behind
+
+
 # --------------------------------------------------------------------------- the real mutants
 
 
