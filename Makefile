@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: review test bench loadtest lab pg lock clean
+.PHONY: review test bench loadtest mutation lab pg lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 ## Locust load runs against loopback servers (bounded in users and time).
 loadtest: $(STAMP)
 	$(BIN)/python -m workbench.build --only loadtests
+
+## Every declared mutant in a scratch copy: each finding's tests must catch it (records the score).
+mutation: $(STAMP)
+	$(BIN)/python -m workbench.build --only mutation
 
 ## JupyterLab on the notebooks (127.0.0.1, root or not), with an embedded PostgreSQL for the session.
 lab: $(STAMP)

@@ -42,10 +42,10 @@ def project(pytester):
     pytester.mkdir("tests")
     sha = lines_hash(CODE.splitlines()[0:2])
 
-    def write(registry: str, tests: str):
+    def write(registry: str, tests: str, *args: str):
         pytester.path.joinpath("findings.yaml").write_text(registry, encoding="utf-8")
         pytester.path.joinpath("tests", "test_evidence.py").write_text(textwrap.dedent(tests))
-        return pytester.runpytest()
+        return pytester.runpytest(*args)
 
     write.sha = sha
     write.pytester = pytester
@@ -129,3 +129,37 @@ def test_partial_run_skips_the_coverage_check_but_not_the_id_check(project):
     result.assert_outcomes(passed=3)
     assert "every-finding-has-evidence" not in result.stdout.str()
     assert project.pytester.path.joinpath("out", "matrix-partial.json").is_file()
+
+
+TESTS_BY_SIDE = """
+    import pytest
+
+    @pytest.mark.finding("C1-01", side="as_given")
+    def test_a(): pass
+
+    @pytest.mark.finding("C1-01", side="patched")
+    def test_b(): pass
+
+    @pytest.mark.finding("C1-01", side="fixed")
+    def test_c(): pass
+
+    @pytest.mark.finding("C1-02", side="as_given")
+    def test_d(): pass
+"""
+
+
+def test_finding_option_selects_one_findings_tests_on_one_side(project):
+    registry = _entry("C1-01", (1, 2), project.sha) + _entry("C1-02", (1, 2), project.sha)
+    result = project(registry, TESTS_BY_SIDE, "--finding", "C1-01", "--side", "as_given", "-v")
+    result.assert_outcomes(passed=2, deselected=2)  # as_given takes the patched marks too
+    result.stdout.fnmatch_lines(["*test_a PASSED*", "*test_b PASSED*"])
+    assert "registry::" not in result.stdout.str()  # the registry checks are not part of it
+    project.pytester.runpytest("--finding", "C1-01", "--side", "fixed").assert_outcomes(passed=1, deselected=3)
+
+
+def test_finding_option_refuses_an_empty_selection(project):
+    registry = _entry("C1-01", (1, 2), project.sha) + _entry("C1-02", (1, 2), project.sha)
+    result = project(registry, TESTS_BY_SIDE, "--finding", "C1-02", "--side", "fixed")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no test is marked with finding C1-02 on side fixed*"])
+    assert project.pytester.runpytest("--finding", "C1-02").ret == pytest.ExitCode.USAGE_ERROR  # needs --side

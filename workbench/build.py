@@ -2,6 +2,7 @@
 
 Steps, in order (``--only`` picks some):
   evidence    the full test suite with the slow measurements: evidence matrix (build/evidence) and recorded figures (build/results)
+  mutation    every declared mutant (mutants/*.yaml) in a scratch copy: can each finding's evidence fail? -> results["mutation"]
   benchmarks  each benchmarks/<suite>/ timed by pytest-benchmark -> build/benchmarks/<suite>.json
   notebooks   notebooks/*.ipynb executed in full mode -> build/notebooks/
   loadtests   loadtests/run.py, bounded Locust runs on loopback -> build/loadtests/
@@ -24,7 +25,7 @@ from . import notebooks, pg, site
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
-STEPS = ("evidence", "benchmarks", "notebooks", "loadtests", "site")
+STEPS = ("evidence", "mutation", "benchmarks", "notebooks", "loadtests", "site")
 
 
 def _run(cmd: list[str], **kwargs) -> int:
@@ -35,6 +36,12 @@ def _run(cmd: list[str], **kwargs) -> int:
 def step_evidence(ns) -> bool:
     # The review cites the long measurements (race frequencies), so the main job always runs them.
     return _run([sys.executable, "-m", "pytest", "-q", "--run-slow"]) == 0
+
+
+def step_mutation(ns) -> bool:
+    # All mutants, one at a time (the timing evidence must not compete with a second run).
+    return _run([sys.executable, "-m", "workbench.mutation", "--record",
+                 "--json", str(BUILD / "mutation" / "report.json")]) == 0
 
 
 def step_benchmarks(ns) -> bool:

@@ -9,6 +9,12 @@ Markers (registered here and in pyproject.toml):
   shown as pending in the matrix.
 * ``@pytest.mark.slow`` — long measurements, run only with ``--run-slow``.
 
+``--finding C1-09 --side fixed`` keeps only the tests of that finding on that side (``as_given``
+also takes the ``patched`` marks) and deselects everything else, the registry checks included;
+the run is a usage error when nothing is selected, or when ``reference``/``workbench`` are not
+imported from the tree under test. The mutation runner (``workbench/mutation.py``) runs each
+mutant's tests this way in a scratch copy of the tree.
+
 Registry checks run as ordinary test items under ``registry::`` so that they fail the run like
 any test: the registry must be well formed with every location still pinned to its lines, every
 ID a test names must exist, and (on a run of the whole suite) every finding must have a test.
@@ -26,6 +32,7 @@ from . import findings as registry_mod
 
 SIDES = ("as_given", "patched", "fixed")
 DEMONSTRATING_SIDES = ("as_given", "patched")
+SELECTABLE_SIDES = ("as_given", "fixed")  # as --side: as_given covers the patched marks too
 _KEY = pytest.StashKey[dict]()
 
 
@@ -36,6 +43,11 @@ def pytest_addoption(parser):
                   default="build/evidence/matrix.json")
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="also run tests marked slow (long measurements)")
+    group = parser.getgroup("workbench", "evidence selection")
+    group.addoption("--finding", action="append", default=[], metavar="ID",
+                    help="run only the tests of this finding (repeatable); needs --side")
+    group.addoption("--side", choices=SELECTABLE_SIDES, default=None,
+                    help="with --finding: as_given (as_given and patched marks) or fixed")
 
 
 def pytest_configure(config):
@@ -94,12 +106,50 @@ def pytest_collection_modifyitems(session, config, items):
             item.add_marker(pytest.mark.skip(reason=f"pending: {reason}"))
         if item.get_closest_marker("slow") is not None and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow: run with --run-slow"))
+    if config.getoption("--finding") or config.getoption("--side"):
+        _select_finding(config, items)
+        return  # one finding's evidence only: the registry checks are not part of it
     state["full_run"] = _is_full_run(config, items)
     checks = [("registry-is-valid", _check_registry), ("finding-ids-are-known", _check_known_ids)]
     if state["full_run"]:
         checks.append(("every-finding-has-evidence", _check_coverage))
     for name, func in checks:
         items.append(RegistryCheck.from_parent(session, name=f"registry::{name}", check=func))
+
+
+def _select_finding(config, items) -> None:
+    """Keep only the items marked with one of ``--finding`` on ``--side``; deselect the rest."""
+    ids, side = set(config.getoption("--finding")), config.getoption("--side")
+    if not ids or side is None:
+        raise pytest.UsageError("--finding and --side go together")
+    sides = DEMONSTRATING_SIDES if side == "as_given" else (side,)
+    links = config.stash[_KEY]["links"]
+    keep = [item for item in items
+            if any(fid in ids and s in sides for fid, s in links.get(item.nodeid, ()))]
+    if not keep:
+        raise pytest.UsageError(f"no test is marked with finding {', '.join(sorted(ids))} "
+                                f"on side {side} (among {len(items)} collected)")
+    _check_tree_under_test(config)
+    kept = set(map(id, keep))
+    dropped = [item for item in items if id(item) not in kept]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = keep
+
+
+def _check_tree_under_test(config) -> None:
+    """The code under test must be the rootdir's: a scratch copy that silently imported the
+    installed (editable) tree would run the unmutated code and report a false survivor."""
+    import importlib
+
+    root = Path(config.rootpath).resolve()
+    for package in ("reference", "workbench"):
+        if not (root / package / "__init__.py").is_file():
+            continue  # a project without that package (the plugin's own tests)
+        origin = Path(importlib.import_module(package).__file__).resolve()
+        if root not in origin.parents:
+            raise pytest.UsageError(f"{package} is imported from {origin}, not from the tree under "
+                                    f"test {root}; put {root} first on PYTHONPATH")
 
 
 class RegistryCheck(pytest.Item):

@@ -17,22 +17,36 @@ FAILURE_MESSAGE = "Connection to classification API failed"
 CLI_TIMEOUT = 120
 
 
-def variant_source(fixes: set[str]) -> str:
+def variant_source(fixes: set[str], as_given: Path = AS_GIVEN, patched: Path = PATCHED) -> str:
     """The as-given source with only the patched file's hunks tagged ``PATCH <id>`` for ``fixes``.
 
-    Untagged hunks (the header comment and the real ``send_stats`` body) are always taken. This
-    lets a test show a defect that lies behind earlier ones, with nothing else changed.
+    Besides those, only two kinds of hunk come from the patched file: comment-only ones (its header)
+    and the ones about ``send_stats`` (the real body of the stub, which needs the API url). Every
+    other line is the as-given file's, so a change made to the as-given code (a declared mutant in
+    a scratch copy) reaches every variant built from it. This lets a test show a defect that lies
+    behind earlier ones, with nothing else changed.
     """
-    old = AS_GIVEN.read_text(encoding="utf-8").splitlines(keepends=True)
-    new = PATCHED.read_text(encoding="utf-8").splitlines(keepends=True)
+    old = as_given.read_text(encoding="utf-8").splitlines(keepends=True)
+    new = patched.read_text(encoding="utf-8").splitlines(keepends=True)
     out, seen = [], set()
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
         ids = set(re.findall(r"PATCH (C1-\d\d)", "".join(new[j1:j2])))
         seen |= ids
-        out += new[j1:j2] if tag != "equal" and ids <= fixes else old[i1:i2]
+        if tag == "equal":
+            take_patched = False
+        elif ids:
+            take_patched = ids <= fixes
+        else:
+            take_patched = _is_stub_or_comment(old[i1:i2] + new[j1:j2])
+        out += new[j1:j2] if take_patched else old[i1:i2]
     unknown = fixes - seen
     assert not unknown, f"the patched variant has no patch for {sorted(unknown)}"
     return "".join(out)
+
+
+def _is_stub_or_comment(lines: list[str]) -> bool:
+    code = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return not code or any("send_stats" in line for line in code)
 
 
 def write_variant(dest_dir: Path, *fixes: str) -> Path:

@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 import time
 from functools import partial
 from multiprocessing.pool import ThreadPool
@@ -79,17 +78,6 @@ def test_progress_bar_counts_submissions(tmp_path, start_server, monkeypatch):
     assert server.counters.snapshot()["accepted"] == 6
 
 
-@pytest.mark.finding("C1-09", side="patched")
-def test_threads_do_not_speed_up_the_magic_loop():
-    images = [np.asarray(pixels(96, 96, "L", seed)) for seed in range(8)]
-    wall, cpu = time.perf_counter(), time.process_time()
-    with ThreadPool(2) as pool:
-        pool.map(patched.calc_magic_number, images)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    # two busy threads on two cores would burn ~2 s of CPU per second; under the GIL they share one
-    assert cpu / wall < 1.35
-
-
 @pytest.mark.finding("C1-10", side="patched")
 def test_main_unpacks_three_of_four_values(tmp_path, server):
     make_images(tmp_path / "in", 1, size=(8, 8), mode="L")
@@ -101,18 +89,31 @@ def test_main_unpacks_three_of_four_values(tmp_path, server):
 
 
 @pytest.mark.finding("C1-11", side="patched")
-def test_send_stats_is_serialised_in_main_thread(tmp_path, start_server):
+def test_send_stats_is_serialised_in_main_thread(tmp_path, start_server, monkeypatch):
     n = 12
     make_images(tmp_path / "in", n, size=(8, 8), mode="L")
     server = start_server(latency_ms=30, stats_latency_ms=80)
+    calls = []
+    original = patched.send_stats
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        original(*args, **kwargs)
+        calls.append((started, time.perf_counter()))
+
+    monkeypatch.setattr(patched, "send_stats", timed)
     started = time.perf_counter()
-    proc = run_script(PATCHED, "--input-dir", str(tmp_path / "in"), server.url, "--threads-num", "8", cwd=tmp_path)
+    run_patched_in_process(monkeypatch, tmp_path, tmp_path / "in", server.url, "--threads-num", "8")
     wall = time.perf_counter() - started
-    assert proc.returncode == 0, proc.stderr
     received = server.counters.snapshot()
-    assert received["stats_calls"] == n
+    assert received["stats_calls"] == n == len(calls)
     assert received["max_in_flight"]["stats"] == 1 < received["max_in_flight"]["classify"]
-    assert wall >= n * 0.080  # the stats calls alone, one after another
+    calls.sort()
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(calls, calls[1:]))  # one after another
+    # ratio of two measurements of this run: the main thread's time in send_stats over the run's
+    # wall time; serial calls can never exceed 1, and here they are most of the run
+    busy = sum(end - start for start, end in calls)
+    assert 0.6 < busy / wall <= 1, (busy, wall)
 
 
 @pytest.mark.finding("C1-11", side="patched")
@@ -152,21 +153,6 @@ def test_average_of_timedeltas_raises(tmp_path, server):
     assert (tmp_path / "output.json").exists() and server.counters.snapshot()["accepted"] == 2
 
 
-@pytest.mark.finding("C1-23", side="patched")
-def test_request_without_timeout_waits_forever(corpus, silent_endpoint):
-    root, _ = corpus
-    url, release = silent_endpoint
-    outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(
-        patched.process_image(f"{root}/gray_64x64.png", {}, args_namespace(url))), daemon=True)
-    worker.start()
-    worker.join(timeout=2)
-    assert worker.is_alive() and outcome == []  # still waiting for an answer that never comes
-    release()
-    worker.join(timeout=10)
-    assert outcome == [(None, None, None, None)]
-
-
 @pytest.mark.finding("C1-24", side="patched")
 def test_every_request_opens_a_new_connection(tmp_path, server):
     make_images(tmp_path / "in", 5, size=(8, 8), mode="L")
@@ -190,16 +176,26 @@ def test_results_dict_is_a_side_channel_only_threads_share(tmp_path, server):
     assert sorted(in_threads) == paths and in_processes == {}  # processes' writes are lost
 
 
+def _best_time(func, *args, repeat: int) -> tuple[float, object]:
+    """(the shortest of ``repeat`` timings, the result): the run least disturbed by other load."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = func(*args)
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def _vectorised_magic(image):
+    rows = np.arange(1, image.shape[0] + 1, dtype=np.int64)
+    cols = np.arange(1, image.shape[1] + 1, dtype=np.int64)
+    return int(rows @ image @ cols) / image.size
+
+
 @pytest.mark.finding("C1-30", side="as_given")
 def test_python_loop_is_far_slower_than_numpy():
     image = np.asarray(pixels(96, 96, "L", 1)).astype(np.int64)
-    started = time.perf_counter()
-    loop = as_given.calc_magic_number(image)
-    loop_time = time.perf_counter() - started
-    started = time.perf_counter()
-    rows = np.arange(1, image.shape[0] + 1, dtype=np.int64)
-    cols = np.arange(1, image.shape[1] + 1, dtype=np.int64)
-    vectorised = int(rows @ image @ cols) / image.size
-    numpy_time = time.perf_counter() - started
+    loop_time, loop = _best_time(as_given.calc_magic_number, image, repeat=3)
+    numpy_time, vectorised = _best_time(_vectorised_magic, image, repeat=20)
     assert vectorised == loop
-    assert loop_time / numpy_time > 10
+    assert loop_time / numpy_time > 10  # two measurements of this run: their ratio, not a time

@@ -15,7 +15,7 @@ import requests
 from PIL import Image, UnidentifiedImageError
 
 from case1_support import (AS_GIVEN, FAILURE_MESSAGE, PATCHED, args_namespace, load_module,
-                           not_image_lines, run_script, swallowed, write_variant)
+                           not_image_lines, run_script, swallowed, variant_source, write_variant)
 from workbench.classifier_server import ClassifierServer
 from workbench.image_corpus import make_images
 from reference.case1.as_given import process_images as as_given
@@ -237,3 +237,15 @@ def test_magic_overflows_uint8(capsys):
 def test_variants_apply_only_the_named_patches(tmp_path):
     source = write_variant(tmp_path, "C1-21").read_text(encoding="utf-8")
     assert 'format="JPEG"' in source and "width / 2" in source and AS_GIVEN.read_text().count("width / 2") == 2
+
+
+def test_variants_carry_changes_made_to_the_as_given_code(tmp_path):
+    # a declared mutant edits the as-given file in a scratch copy: every variant must run that edit
+    source = AS_GIVEN.read_text(encoding="utf-8")
+    changed = tmp_path / "as_given.py"
+    changed.write_text(source.replace('            data=image_jpeg_code,\n',
+                                      '            data=image_jpeg_code,\n            timeout=30,\n')
+                       .replace('    for name in os.listdir(', '    for name in sorted(os.listdir('), encoding="utf-8")
+    variant = variant_source({"C1-05", "C1-16", "C1-21"}, as_given=changed)
+    assert "            timeout=30,\n" in variant and "sorted(os.listdir(" in variant
+    assert 'format="JPEG"' in variant and "def send_stats(url," in variant and "int(image[x, y])" not in variant
