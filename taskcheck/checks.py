@@ -151,19 +151,29 @@ def grant_summary(history: History) -> dict:
             "distinct_tasks": len(counts), "granted": dict(counts)}
 
 
-def failure_kind(op: Op, aborted_marker: str = "current transaction is aborted") -> Optional[str]:
-    """How an op failed, for load statistics: None on 2xx/3xx."""
-    if op.error == "timeout":
+ABORTED_MARKER = "current transaction is aborted"
+
+
+def failure_kind_of(status: Optional[int], error: Optional[str], text: str = "",
+                    none_free: bool = False) -> Optional[str]:
+    """How a request failed, for load statistics (None when it succeeded): ``timeout``,
+    ``connection_error``, ``aborted_transaction`` (PostgreSQL's message in the answer),
+    ``http_500``, ``http_<code>``. A claim's "none free" status is a success."""
+    if error == "timeout":
         return "timeout"
-    if op.error is not None or op.status is None:
+    if error is not None or status is None:
         return "connection_error"
-    if aborted_marker in (op.response.get("text") or ""):
+    if ABORTED_MARKER in (text or ""):
         return "aborted_transaction"
-    if op.status == 500:
+    if status == 500:
         return "http_500"
-    if op.status >= 400 and not op.value.get("none_free"):
-        return f"http_{op.status}"
+    if status >= 400 and not none_free:
+        return f"http_{status}"
     return None
+
+
+def failure_kind(op: Op) -> Optional[str]:
+    return failure_kind_of(op.status, op.error, op.response.get("text") or "", bool(op.value.get("none_free")))
 
 
 def _forged(op: Op) -> bool:

@@ -153,11 +153,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- the run
 
 
-def detect_claim(client: Client, ctx: workloads.Context) -> Protocol:
+def detect_claim(client: Client, run_token: str) -> Protocol:
     """The redesigned API's claim is ``POST /tasks/claim`` (204 when nothing is free); a fixed
     service from before that answers on ``POST /take_free_task`` (404). An account with no
     task tells them apart without changing anything: only the new endpoint answers 204."""
-    probe = ctx.new_account(client, "probe")
+    probe = workloads.sign_up(client, "probe", run_token)
+    if probe is None:
+        raise workloads.WorkloadError("could not create an account to probe the claim endpoint")
     op = client.claim(probe, args={"probe": True})
     if op.status == 204:
         return client.protocol
@@ -274,7 +276,7 @@ def run(ns: argparse.Namespace) -> dict:
         stopped = None
         try:
             if ns.api == "fixed" and not ns.claim and ns.none_free is None:
-                base.protocol = detect_claim(base, ctx)
+                base.protocol = detect_claim(base, ctx.run_token)
                 history.meta.update(api=base.protocol.name, protocol=base.protocol.describe())
             stopped = _run_workloads(ns, ctx, ns.workloads, history)
             if not stopped and (ns.database_url or image_dir):

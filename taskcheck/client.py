@@ -116,7 +116,7 @@ class Account:
     marker: str = ""  # a string put in every meta of this account, to spot it in others' answers
 
 
-def _decode(raw: Raw, binary: bool) -> Dict[str, Any]:
+def _decode(raw: Raw, binary: bool, body_limit: int = hist.BODY_LIMIT) -> Dict[str, Any]:
     out: Dict[str, Any] = {"headers": {k: v for k, v in raw.headers.items() if k in KEPT_HEADERS},
                            "length": len(raw.content)}
     ctype = raw.headers.get("content-type", "")
@@ -124,9 +124,9 @@ def _decode(raw: Raw, binary: bool) -> Dict[str, Any]:
         out["sha256"] = hist.sha256(raw.content)
         return out
     if raw.content and (ctype.startswith(TEXT_TYPES) or not ctype.startswith(("image/", "application/octet"))):
-        text = raw.content[:hist.BODY_LIMIT].decode("utf-8", errors="replace")
+        text = raw.content[:body_limit].decode("utf-8", errors="replace")
         out["text"] = text
-        if len(raw.content) > hist.BODY_LIMIT:
+        if len(raw.content) > body_limit:
             out["truncated"] = True
     elif raw.content:
         out["sha256"] = hist.sha256(raw.content)
@@ -153,10 +153,14 @@ class Client:
         self.process = process
         self.workload = workload
         self.tags: Dict[str, Any] = {}
+        # What an op keeps of an answer: long runs (the load driver) keep less.
+        self.body_limit = hist.BODY_LIMIT
+        self.ids_limit = 5000
 
     def fork(self, process: str, workload: Optional[str] = None, **tags: Any) -> "Client":
         c = Client(self.protocol, self.transport, self.history, process, workload or self.workload)
         c.tags = {**self.tags, **tags}
+        c.body_limit, c.ids_limit = self.body_limit, self.ids_limit
         return c
 
     # ------------------------------------------------------------------ one exchange
@@ -185,7 +189,7 @@ class Client:
             kw["json"] = json_body
         if data is not None:
             kw["data"] = data
-        request: Dict[str, Any] = {"method": method, "path": path}
+        request: Dict[str, Any] = {"method": method, "path": path, "endpoint": name or path}
         if params:
             request["query"] = {k: str(v) for k, v in params.items()}
         if headers:
@@ -203,7 +207,7 @@ class Client:
         op = hist.Op(index=index, process=self.process, workload=self.workload, action=action,
                      actor=actor.label if actor is not None else None, t0=round(t0, 6),
                      t1=round(t1, 6), request=request, status=raw.status,
-                     response=_decode(raw, binary) if raw.error is None else {},
+                     response=_decode(raw, binary, self.body_limit) if raw.error is None else {},
                      error=raw.error, error_text=raw.error_text,
                      type=hist.outcome(raw.status, raw.error), args=dict(args or {}),
                      tags=dict(self.tags))
@@ -282,8 +286,7 @@ class Client:
                 return {"shape_error": "the answer is not a list of tasks "
                                        f"(list_items={p.list_items!r})"}
             ids = [first(t, p.task_id_field) for t in items if isinstance(t, dict)]
-            owners = [first(t, p.task_owner_field) for t in items if isinstance(t, dict)]
-            return {"task_ids": ids, "owners": owners, "next": nxt}
+            return {"task_ids": ids[:self.ids_limit], "items": len(items), "next": nxt}
 
         for page in range(max_pages):
             params = {p.list_after_param: cursor} if cursor is not None else None

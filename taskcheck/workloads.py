@@ -55,6 +55,21 @@ class MixState:
             return ids.pop(i) if remove else ids[i]
 
 
+SIGNUP_ATTEMPTS = 5
+
+
+def sign_up(client: Client, label: str, run_token: str, attempts: int = SIGNUP_ATTEMPTS) -> Optional[Account]:
+    """A fresh user with a unique e-mail, or None; retried with a new e-mail when the service
+    fails (an indeterminate sign-up may have created a user nobody can use)."""
+    marker = f"tc{run_token}{label.replace('.', '')}m{uuid.uuid4().hex[:6]}"
+    for attempt in range(attempts):
+        account = Account(label=label, email=f"tc-{run_token}-{label}-{attempt}@example.test", marker=marker)
+        op = client.create_user(account, args={"marker": marker})
+        if op.type == OK and account.credential is not None:
+            return account
+    return None
+
+
 def load_meta(account: Account) -> str:
     return f"load meta {account.marker} {uuid.uuid4().hex[:8]}"
 
@@ -127,18 +142,11 @@ class Context:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def new_account(self, client: Client, label: str, attempts: int = 5) -> Account:
-        """A fresh user with a unique e-mail; retried with a new e-mail when the service fails
-        (an indeterminate sign-up may have created a user the checker cannot use)."""
-        label = self.prefix + label
-        marker = f"tc{self.run_token}{label.replace('.', '')}m{uuid.uuid4().hex[:6]}"
-        for attempt in range(attempts):
-            account = Account(label=label, email=f"tc-{self.run_token}-{label}-{attempt}@example.test",
-                              marker=marker)
-            op = client.create_user(account, args={"marker": marker})
-            if op.type == OK and account.credential is not None:
-                return account
-        raise WorkloadError(f"could not create account {label} in {attempts} attempts")
+    def new_account(self, client: Client, label: str, attempts: int = SIGNUP_ATTEMPTS) -> Account:
+        account = sign_up(client, self.prefix + label, self.run_token, attempts)
+        if account is None:
+            raise WorkloadError(f"could not create account {self.prefix + label} in {attempts} attempts")
+        return account
 
     def burst(self, calls: Sequence[Callable[[Client], Any]], workload: str, **tags: Any) -> List[Any]:
         """Run ``calls`` on as many client threads, released together at a barrier. A call that
