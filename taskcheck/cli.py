@@ -239,6 +239,8 @@ def _fault_round(ns, fault: str, served, base: Client, params: workloads.Params,
 def run(ns: argparse.Namespace) -> dict:
     """Run the workloads against the target; returns the checked summary."""
     out: Path = ns.out
+    url = check_target(ns.url, ns.allow_host) if ns.url else None  # refused before anything is done
+    protocol = resolve(ns.api, ns.claim, ns.none_free)
     out.mkdir(parents=True, exist_ok=True)
     stack = contextlib.ExitStack()
     with stack:
@@ -252,9 +254,6 @@ def run(ns: argparse.Namespace) -> dict:
             url = served.base_url
             ns.database_url = served.database_url
             image_dir = served.image_dir
-        else:
-            url = check_target(ns.url, ns.allow_host)
-        protocol = resolve(ns.api, ns.claim, ns.none_free)
         params = workloads.Params(concurrency=ns.concurrency, rounds=ns.rounds, mix_ops=ns.mix_ops,
                                   seed=ns.seed)
         meta = {"target": url, "api": protocol.name, "api_source": ns.api, "protocol": protocol.describe(),
