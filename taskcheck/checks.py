@@ -345,11 +345,12 @@ def check_leaks(history: History) -> List[Anomaly]:
         if not text:
             continue
         me = op.actor if op.action != "create_user" else op.args.get("account")
+        sent = json.dumps(op.request, ensure_ascii=False)  # a value the caller sent is no leak
         leaked = []
         for label, items in secrets.items():
             if label == me:
                 continue
-            names = [name for name, value in items if value in text]
+            names = [name for name, value in items if value in text and value not in sent]
             if names:
                 leaked.append(f"{label}'s {'/'.join(names)}")
         if leaked:
@@ -550,14 +551,20 @@ def coverage(history: History) -> Dict[str, int]:
     """How much each checker had to look at: a check with nothing to look at proves nothing."""
     owners = task_owners(history)
     windows = counter_windows(history)
+
+    def cross_user(op: Op) -> bool:
+        if op.actor is None:
+            return False
+        if _forged(op) or op.args.get("owner") not in (None, op.actor):
+            return True  # aimed at another user's task or account
+        return op.action == "list_tasks" and bool(set(owners.values()) - {op.actor})
+
     return {
         "ops": len(history.ops),
         "grants": len(grants(history)),
         "counter_windows_with_creations": sum(1 for w in windows if w["ok"]),
         "creations_counted": sum(len(w["ok"]) for w in windows),
-        "cross_user_probes": sum(1 for op in history.ops if op.actor is not None and (
-            _forged(op) or op.args.get("owner") not in (None, op.actor)
-            or (op.action == "list_tasks" and any(owners.get(t) not in (None, op.actor) for t in owners)))),
+        "cross_user_probes": sum(1 for op in history.ops if cross_user(op)),
         "answers_scanned": sum(1 for op in history.ops if op.response.get("text")),
         "hostile_inputs": sum(1 for op in history.ops if op.hostile),
         "images_checked": sum(1 for op in history.by_action("get_image")

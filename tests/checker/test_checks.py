@@ -137,6 +137,12 @@ def _leak(b):
     b.op("total", "bob", value={"total": 3}, text='{"total": 3, "by": "alice@example.test"}')
 
 
+def _echo(b):  # the service repeats what the caller sent: not a leak
+    b.op("create_user", None, 409, args={"input": "hostile", "case": "duplicate", "expect": "reject"},
+         text='{"error": "alice@example.test is taken"}')
+    b.h.ops[-1].request["json"] = {"email": "alice@example.test"}
+
+
 def _server_error(b):
     b.op("get_task", "alice", 500, args={"task_id": 1, "owner": "alice"}, text="Internal Server Error")
 
@@ -268,6 +274,12 @@ def test_further_mutants_are_flagged(name):
     b = clean()
     mutate(b)
     assert set(kinds(b.h)) == {kind}
+
+
+def test_an_answer_echoing_the_request_is_no_leak():
+    b = clean()
+    _echo(b)
+    assert kinds(b.h) == {}
 
 
 def test_anomalies_inside_a_fault_window_are_not_the_services():
