@@ -308,8 +308,13 @@ def check_access(history: History) -> List[Anomaly]:
         elif op.action == "delete_task":
             owner = op.args.get("owner")
             if owner not in (None, actor):
-                out.append(Anomaly("foreign-write", [op.index],
-                                   f"{actor} deleted task {op.args.get('task_id')} of {owner} ({op.status})"))
+                # An idempotent 2xx that changed nothing is no hole: the owner's next read says.
+                check = _next_owner_read(history, op, owner)
+                if check is None or check.status == 404:
+                    seen = "unverified" if check is None else f"the owner then found it gone (op {check.index})"
+                    out.append(Anomaly("foreign-write", [op.index] + ([check.index] if check else []),
+                                       f"{actor} deleted task {op.args.get('task_id')} of {owner} "
+                                       f"({op.status}; {seen})"))
         elif op.action == "claim":
             owner = owners.get(op.value.get("task_id"))
             if owner not in (None, actor):
@@ -318,8 +323,17 @@ def check_access(history: History) -> List[Anomaly]:
         elif op.action == "delete_user":
             target = op.args.get("user")
             if target not in (None, actor) and target in accts:
-                out.append(Anomaly("foreign-write", [op.index], f"{actor} deleted the account of {target}"))
+                later = [o for o in history.ops if o.actor == target and not _forged(o) and o.t0 > op.t1]
+                if not later or any(o.status in (401, 403, 404) for o in later[:1]):
+                    out.append(Anomaly("foreign-write", [op.index], f"{actor} deleted the account of {target}"))
     return out
+
+
+def _next_owner_read(history: History, op: Op, owner: str) -> Optional[Op]:
+    """The owner's first own read of ``op``'s task after ``op`` ended (None if there is none)."""
+    reads = [r for r in history.by_action("get_task") if r.actor == owner and not _forged(r)
+             and r.args.get("task_id") == op.args.get("task_id") and r.t0 > op.t1 and r.status is not None]
+    return min(reads, key=lambda r: r.t0) if reads else None
 
 
 def _secrets(accts: Dict[str, dict]) -> Dict[str, List[Tuple[str, str]]]:

@@ -129,6 +129,21 @@ def _foreign_claim(b):
     b.op("claim", "bob", value={"task_id": 9})  # alice's task handed to bob
 
 
+def _foreign_delete(b):
+    b.op("delete_task", "bob", 204, args={"task_id": 1, "owner": "alice"})
+    b.op("get_task", "alice", 404, args={"task_id": 1, "owner": "alice"})  # it is gone
+
+
+def _foreign_delete_no_effect(b):  # an idempotent 204 that changed nothing
+    b.op("delete_task", "bob", 204, args={"task_id": 1, "owner": "alice"})
+    b.op("get_task", "alice", 200, args={"task_id": 1, "owner": "alice"}, value={"meta": "meta marker-alice-0123"})
+
+
+def _foreign_account_deletion(b):
+    b.op("delete_user", "bob", 204, args={"user": "alice", "owner": "alice"})
+    b.op("total", "alice", 401)
+
+
 def _impersonation(b):
     b.op("list_tasks", "bob", args={"as": "alice"}, value={"task_ids": []})
 
@@ -248,6 +263,8 @@ VARIANTS = {  # further mutants of a kind, flagged as that kind
     "hang (slow answer)": ("hang", _slow),
     "image-roundtrip (bytes)": ("image-roundtrip", _image_bytes),
     "image-roundtrip (type)": ("image-roundtrip", _image_type),
+    "foreign-write (deleted a task)": ("foreign-write", _foreign_delete),
+    "foreign-write (deleted an account)": ("foreign-write", _foreign_account_deletion),
 }
 
 
@@ -274,6 +291,12 @@ def test_further_mutants_are_flagged(name):
     b = clean()
     mutate(b)
     assert set(kinds(b.h)) == {kind}
+
+
+def test_a_foreign_delete_that_changed_nothing_is_no_hole():
+    b = clean()
+    _foreign_delete_no_effect(b)
+    assert kinds(b.h) == {}
 
 
 def test_an_answer_echoing_the_request_is_no_leak():
