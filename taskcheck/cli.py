@@ -36,7 +36,7 @@ from .protocol import BUILTIN, MappingError, Protocol, resolve
 EXIT_CLEAN, EXIT_ANOMALIES, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 LIMITS = {"max_requests": 20000, "concurrency": 64, "time_limit": 900, "request_timeout": 60}
 DEFAULT_OUT = Path("build/taskcheck")
-FAULT_GRACE_S = 2.0  # after healing, the service gets this long before requests must succeed
+FAULT_GRACE_S = 1.0  # after healing, the service gets this long before requests must succeed
 
 
 class Refused(Exception):

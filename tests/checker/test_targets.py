@@ -7,6 +7,7 @@ the fixed service must leave nothing behind. The anomaly counts are recorded for
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +34,14 @@ TARGETS = {
 _recorded: dict = {"params": QUICK[:-1], "targets": {}}
 
 
+def published(name: str) -> Path:
+    """Where a target's report and history are kept after the run (next to the recorded
+    results, so that the main job can publish them): build/taskcheck/<target>/."""
+    out = results.results_dir().parent / "taskcheck" / name
+    shutil.rmtree(out, ignore_errors=True)
+    return out
+
+
 def _check(name: str, database_url: str, out: Path, extra=()) -> tuple:
     t = TARGETS[name]
     args = ["--serve", t["app"], "--server", t["server"], "--api", str(ROOT / t["api"]) if "/" in t["api"]
@@ -54,7 +63,8 @@ def _check(name: str, database_url: str, out: Path, extra=()) -> tuple:
 
 
 def test_as_given_service_races_authorization_holes_and_500s(database_url, tmp_path):
-    code, s = _check("as_given", database_url, tmp_path)
+    out = published("as_given")
+    code, s = _check("as_given", database_url, out)
     assert code == cli.EXIT_ANOMALIES
     found = s["counts"]
     for kind in ("duplicate-grant", "lost-increment",                      # races: C2-01, C2-02
@@ -69,46 +79,48 @@ def test_as_given_service_races_authorization_holes_and_500s(database_url, tmp_p
     assert grant["request"].startswith("GET /take_free_task?user_id=") and grant["response"].startswith("200")
     # The history replays to the same verdict, and the report files are there.
     for name in ("report.md", "report.html", "history.jsonl"):
-        assert (tmp_path / name).is_file()
+        assert (out / name).is_file()
     replay_out = tmp_path / "replay"
-    assert cli.main(["--replay", str(tmp_path / "history.jsonl"), "--out", str(replay_out), "--quiet"]) == code
+    assert cli.main(["--replay", str(out / "history.jsonl"), "--out", str(replay_out), "--quiet"]) == code
     again = json.loads((replay_out / "result.json").read_text(encoding="utf-8"))
     assert again["counts"] == s["counts"]
 
 
-def test_fixed_service_shows_nothing(database_url, tmp_path):
-    code, s = _check("fixed", database_url, tmp_path)
+def test_fixed_service_shows_nothing(database_url):
+    out = published("fixed")
+    code, s = _check("fixed", database_url, out)
     assert s["counts"] == {}, [r["examples"][0] for r in s["anomalies"]]
     assert s["warnings"] == [] and code == cli.EXIT_CLEAN
     for key in checks.REQUIRED_COVERAGE:  # every check had something to check
         assert s["coverage"][key] > 0, key
     assert s["coverage"]["snapshots"] == 1
     # Its claim endpoint was probed: the redesigned one answers 204 with nothing free.
-    history = History.read(tmp_path / "history.jsonl")
+    history = History.read(out / "history.jsonl")
     probe = next(op for op in history.ops if op.args.get("probe"))
     assert history.meta["api"] == ("fixed" if probe.status == 204 else "fixed-take"), probe.status
 
 
-def test_half_fixed_service_shows_exactly_the_races(database_url, tmp_path):
-    code, s = _check("half_fixed", database_url, tmp_path)
+def test_half_fixed_service_shows_exactly_the_races(database_url):
+    code, s = _check("half_fixed", database_url, published("half_fixed"))
     assert code == cli.EXIT_ANOMALIES
     assert set(s["counts"]) <= checks.RACES, s["counts"]
     assert s["counts"].get("duplicate-grant", 0) > 0 and s["counts"].get("lost-increment", 0) > 0
     assert s["warnings"] == []
 
 
-def test_faults_on_the_fixed_service_leave_no_anomaly(tmp_path):
+def test_faults_on_the_fixed_service_leave_no_anomaly():
     """kill -9 of the worker, a PostgreSQL restart and a full image disk, each while a short
     workload runs, then the same workload after healing: the fixed service recovers. The
     checker starts its own PostgreSQL here: it restarts only a server it started itself."""
+    out = published("fixed_faults")
     proc = subprocess.run(
         [sys.executable, "-m", "taskcheck", "--serve", TARGETS["fixed"]["app"], "--api", "fixed",
          "--workloads", "claims,counter", "--rounds", "2", "--concurrency", "4",
-         "--faults", "kill-worker,pg-restart,disk-full", "--out", str(tmp_path), "--time-limit", "120",
+         "--faults", "kill-worker,pg-restart,disk-full", "--out", str(out), "--time-limit", "120",
          "--request-timeout", "4"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
-    summary = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
-    history = History.read(tmp_path / "history.jsonl")
+    summary = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    history = History.read(out / "history.jsonl")
     during = [op for op in history.ops if str(op.tags.get("phase", "")).startswith("during:")]
     _recorded["faults"] = {
         "app": TARGETS["fixed"]["app"], "server": "gunicorn", "faults": [f["fault"] for f in summary["faults"]],
