@@ -42,7 +42,7 @@ KINDS: Dict[str, Kind] = {
                            "between two reads of the total, fewer increments than creations answered 2xx"),
     "counter-overcount": Kind("counter grew without a creation", ("C2-21", "C2-04"),
                               "the total grew by more than every creation that may have happened"),
-    "counter-decreased": Kind("total of created tasks went down", ("C2-22",),
+    "counter-decreased": Kind("total of created tasks went down", ("C2-22", "C2-04"),
                               "a later read of the total is lower than an earlier one"),
     "foreign-list": Kind("list shows other users' tasks", ("C2-08",),
                          "a user's task list holds tasks created by another user"),
@@ -255,10 +255,14 @@ def check_counter(history: History) -> List[Anomaly]:
         before, after, delta = w["before"], w["after"], w["delta"]
         pair = [after.index, before.index]
         if delta < 0:
+            # With a user deleted in between, the total followed the deletion (C2-22); without,
+            # the first read saw an increment that was not committed (a transaction left open).
+            cause = (f"; {len(w['user_deletions'])} user deletion(s) between" if w["user_deletions"]
+                     else "; no deletion between: the first read saw an uncommitted increment")
             out.append(Anomaly("counter-decreased", pair,
                                f"total {before.value['total']} (op {before.index}) then {after.value['total']} "
-                               f"(op {after.index})" + (f"; {len(w['user_deletions'])} user deletion(s) between"
-                                                        if w["user_deletions"] else "")))
+                               f"(op {after.index}){cause}",
+                               findings=("C2-22",) if w["user_deletions"] else ("C2-04",)))
             continue
         if w["user_deletions"]:
             continue  # a deletion may legitimately lower a per-user sum: judged by the rule above only
