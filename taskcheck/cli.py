@@ -102,7 +102,10 @@ def _names(choices, what: str):
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from .faults import FAULTS
 
-    p = argparse.ArgumentParser(prog="python -m taskcheck", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m taskcheck",
+                                description="Black-box checker of a Case 2 task service: bounded "
+                                            "workloads over HTTP, a recorded history, pure checkers, "
+                                            "a report (Markdown, HTML).",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="exit status: 0 nothing found, 1 anomalies, 2 refused, "
                                        "3 inconclusive (a check had nothing to check)")
@@ -124,11 +127,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=_bounded(int, 2, LIMITS["concurrency"]), default=8,
                    help="clients released together in a burst")
     p.add_argument("--rounds", type=_bounded(int, 1, 200), default=6, help="rounds of the race bursts")
-    p.add_argument("--mix-ops", type=_bounded(int, 1, 10000), default=120)
-    p.add_argument("--max-requests", type=_bounded(int, 10, LIMITS["max_requests"]), default=4000)
+    p.add_argument("--mix-ops", type=_bounded(int, 1, 10000), default=120,
+                   help="requests of the mixed workload, all clients together")
+    p.add_argument("--max-requests", type=_bounded(int, 10, LIMITS["max_requests"]), default=4000,
+                   help="no request is sent beyond this many")
     p.add_argument("--time-limit", type=_bounded(float, 1, LIMITS["time_limit"]), default=180.0,
                    help="seconds; no request starts after it")
-    p.add_argument("--request-timeout", type=_bounded(float, 0.2, LIMITS["request_timeout"]), default=5.0)
+    p.add_argument("--request-timeout", type=_bounded(float, 0.2, LIMITS["request_timeout"]), default=5.0,
+                   help="seconds; an answer not there by then is indeterminate")
     p.add_argument("--hang-threshold", type=_bounded(float, 0.1, 600), default=None,
                    help="an answer slower than this is a hang (default: the request timeout)")
     p.add_argument("--database-url", help="deep checks: the service's database")
