@@ -615,6 +615,7 @@ def run(history: History, checkers: Sequence[Callable[[History], List[Anomaly]]]
         if cov[key] == 0 and (not workloads or needs[key] in workloads):
             warnings.append(f"nothing to check for {key.replace('_', ' ')}: the "
                             f"{needs[key]} workload did not get that far")
+    warnings += list(history.meta.get("workload_errors") or [])
     if cov["unreadable_answers"]:
         warnings.append(f"{cov['unreadable_answers']} 2xx answer(s) the adapter could not read: "
                         "is the API mapping right?")

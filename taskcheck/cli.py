@@ -186,8 +186,10 @@ def _run_workloads(ns, ctx: workloads.Context, names: List[str], history: Histor
             workloads.WORKLOADS[name](ctx)
         except BudgetExhausted as exc:
             return str(exc)
-        except workloads.WorkloadError as exc:
-            history.event("note", text=f"workload {name} stopped: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one broken workload must not lose the history
+            text = f"workload {name} stopped: {type(exc).__name__}: {exc}"
+            history.event("note", text=text)
+            history.meta.setdefault("workload_errors", []).append(text)
     return None
 
 

@@ -149,8 +149,9 @@ class Context:
         return account
 
     def burst(self, calls: Sequence[Callable[[Client], Any]], workload: str, **tags: Any) -> List[Any]:
-        """Run ``calls`` on as many client threads, released together at a barrier. A call that
-        raises returns its exception; the budget's exhaustion is re-raised after the burst."""
+        """Run ``calls`` on as many client threads, released together at a barrier; their
+        results in order. Every call finishes first; then the budget's exhaustion, or else any
+        other exception a call raised, is re-raised (a broken workload must not pass silently)."""
         if len(calls) > self._threads:
             raise ValueError(f"a burst of {len(calls)} exceeds the {self._threads} client threads")
         barrier = threading.Barrier(len(calls), timeout=30)
@@ -171,9 +172,12 @@ class Context:
 
         futures = [self._pool.submit(one, i, c) for i, c in enumerate(calls)]
         results = [f.result(timeout=600) for f in futures]
-        for r in results:
+        failures = [r for r in results if isinstance(r, Exception)]
+        for r in failures:
             if isinstance(r, BudgetExhausted):
                 raise r
+        if failures:
+            raise failures[0]
         return results
 
 

@@ -377,6 +377,12 @@ def test_a_corrupt_or_newer_history_is_refused(tmp_path):
         History.read(bad)
 
 
+def test_a_workload_that_broke_makes_the_run_inconclusive():
+    b = clean()
+    b.h.meta["workload_errors"] = ["workload images stopped: WorkloadError: no account"]
+    assert checks.run(b.h)["warnings"] == b.h.meta["workload_errors"]
+
+
 def test_duplicates_primitive():
     assert checks.duplicates([1, 2, 3]) == 0
     assert checks.duplicates([1, 2, 1, 1, 3, 2]) == 3
