@@ -8,7 +8,8 @@ For each (service, server) pair: a fresh database on the embedded PostgreSQL (or
 gthread with the same threads, or Flask's threaded development server), Locust headless as a
 subprocess against it with the same user model and mix (``taskcheck.workloads.MIX``, driven
 through a ``taskcheck`` protocol adapter: ``original`` for the service as given, ``fixed`` for the
-redesigned one, whose claim endpoint is probed once with a throwaway account), then the facts:
+redesigned one, whose claim endpoint is probed once with a throwaway account: one more user in
+its database), then the facts:
 throughput, latency, failures by endpoint and by kind, the cause of each 500 from the server
 log, duplicate grants, lost counter updates and the connections the service left open. Locust
 records every request into a history (``..._history.jsonl`` next to its reports); the figures
