@@ -6,10 +6,15 @@
 For each (service, server) pair: a fresh database on the embedded PostgreSQL (or on
 ``DATABASE_URL``), the service started by ``workbench.service_runner`` on 127.0.0.1 (gunicorn
 gthread with the same threads, or Flask's threaded development server), Locust headless as a
-subprocess against it with the same user model and mix (``CASE2_SERVICE`` picks the protocol
-details of the service), then the facts: throughput, latency, failures by endpoint and by kind,
-the cause of each 500 from the server log, duplicate grants, lost counter updates and the
-connections the service left open.
+subprocess against it with the same user model and mix (``taskcheck.workloads.MIX``, driven
+through a ``taskcheck`` protocol adapter: ``original`` for the service as given, ``fixed`` for the
+redesigned one, whose claim endpoint is probed once with a throwaway account: one more user in
+its database), then the facts:
+throughput, latency, failures by endpoint and by kind, the cause of each 500 from the server
+log, duplicate grants, lost counter updates and the connections the service left open. Locust
+records every request into a history (``..._history.jsonl`` next to its reports); the figures
+about what clients saw, and the anomalies (``checker``), are computed from it by
+``taskcheck.checks``, the same checkers ``python -m taskcheck`` runs.
 
 The fixed service is deployed as its README says: its schema is created first by
 ``flask --app reference.case2.fixed.app init-db``, its images go to ``IMAGE_STORAGE_DIR`` in the
@@ -43,11 +48,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the workbench importable
     sys.path.insert(0, str(ROOT))
 
+from taskcheck import checks, report  # noqa: E402
+from taskcheck.cli import detect_claim  # noqa: E402
+from taskcheck.client import Client, RequestsTransport  # noqa: E402
+from taskcheck.history import History  # noqa: E402
+from taskcheck.protocol import resolve  # noqa: E402
 from workbench import pg, results  # noqa: E402
 from workbench import service_runner as runner  # noqa: E402
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile_case2.py"
 APPS = {"as_given": runner.DEFAULT_APP, "fixed": "reference.case2.fixed.app"}
+ADAPTERS = {"as_given": "original", "fixed": "fixed"}  # taskcheck protocol of each service
 SERVICES = tuple(APPS)
 SERVERS = ("gunicorn", "flask-dev")
 SCHEMA_STEP_TIMEOUT = 60
@@ -272,7 +283,7 @@ def connections_after_stop(admin_url: str, dbname: str, timeout: float = 5.0) ->
         time.sleep(0.2)
 
 
-def database_facts(db_url: str, ledger: dict) -> dict:
+def database_facts(db_url: str, seen: dict) -> dict:
     """Compare what the clients saw with what the database holds."""
     import psycopg2
 
@@ -297,10 +308,10 @@ def database_facts(db_url: str, ledger: dict) -> dict:
                 return {"tables_created": False}
     finally:
         conn.close()
-    granted = {int(k): v for k, v in ledger.get("granted", {}).items()}
+    granted = {int(k): v for k, v in seen.get("granted", {}).items()}
     # Only tasks whose id the clients knew are ever deleted, so a created task is either
     # still there or one of those the clients tried to delete.
-    deleted = set(ledger.get("delete_attempted_ids", [])) - tasks.keys()
+    deleted = set(seen.get("delete_attempted_ids", [])) - tasks.keys()
     created = len(tasks) + len(deleted)
     taken_in_db = {i for i, free in tasks.items() if not free}
     return {
@@ -309,7 +320,7 @@ def database_facts(db_url: str, ledger: dict) -> dict:
         "tasks_now": len(tasks),
         "tasks_deleted": len(deleted),
         "tasks_created": created,
-        "tasks_created_acknowledged": len(ledger.get("created_ids", [])),
+        "tasks_created_acknowledged": len(seen.get("created_ids", [])),
         "sum_tasks_number": int(counter_sum),
         "lost_counter_updates": max(0, created - int(counter_sum)),
         "counter_minus_tasks": int(counter_sum) - created,
@@ -317,19 +328,70 @@ def database_facts(db_url: str, ledger: dict) -> dict:
         "total_counter_source": total_source,
         "lost_total_updates": max(0, created - total_counter),
         "taken_in_db": len(taken_in_db),
-        "take_responses": ledger.get("take_ok", 0),
+        "take_responses": seen["takes"]["ok"] if "takes" in seen else 0,
         "distinct_granted": len(granted),
         "granted_but_free_in_db": sum(1 for i in granted if tasks.get(i) is True),
         "taken_without_grant_response": len(taken_in_db - granted.keys()),
     }
 
 
-def failure_kinds(ledger: dict) -> tuple[dict, dict]:
-    by_endpoint = ledger.get("kinds_by_endpoint", {})
+SAMPLES_KEPT = 3  # error messages kept per failure kind, to tell what a connection error was
+
+
+def client_facts(history: History) -> dict:
+    """What the clients saw, from the recorded history: failures by kind and endpoint, the
+    claim figures, the created and deleted task ids, the list sizes; and the anomalies the
+    checkers find (the same ``taskcheck.checks`` as the checker's command)."""
+    by_endpoint: dict = defaultdict(Counter)
+    samples: dict = defaultdict(list)
+    for op in history.ops:
+        kind = checks.failure_kind(op)
+        if kind is None:
+            continue
+        endpoint = f"{op.request.get('method')} {op.request.get('endpoint', op.request.get('path'))}"
+        endpoint = endpoint.replace("{task_id}", "[id]").replace("{user_id}", "[id]")
+        by_endpoint[endpoint][kind] += 1
+        if op.error_text and len(samples[kind]) < SAMPLES_KEPT:
+            samples[kind].append(f"{endpoint}: {op.error_text}"[:300])
     total = Counter()
     for kinds in by_endpoint.values():
         total.update(kinds)
-    return dict(total.most_common()), by_endpoint
+    result = checks.run(history)
+    grants = checks.grant_summary(history)
+    lists = history.by_action("list_tasks")
+    summary = report.summarise(history, result)
+    return {
+        "failure_kinds": dict(total.most_common()),
+        "failure_kinds_by_endpoint": {k: dict(v) for k, v in sorted(by_endpoint.items())},
+        "error_samples": dict(samples),
+        "takes": {"ok": grants["ok"], "no_free_task": grants["no_free_task"],
+                  "duplicate_grants": result["counts"].get("duplicate-grant", 0),
+                  "distinct_tasks": grants["distinct_tasks"]},
+        "granted": grants["granted"],
+        "created_ids": sorted(op.value["task_id"] for op in history.by_action("create_task")
+                              if op.type == "ok" and op.value.get("task_id") is not None),
+        "delete_attempted_ids": sorted({op.args["task_id"] for op in history.by_action("delete_task")}),
+        "list_items_max": max([op.value.get("items", 0) for op in lists] or [0]),
+        "list_bad_shape": sum(1 for op in lists if op.value.get("shape_error")),
+        "checker": {"total": summary["total"], "counts": result["counts"], "coverage": result["coverage"],
+                    "anomalies": [{"kind": r["kind"], "title": r["title"], "count": r["count"],
+                                   "findings": r["findings"], "example": r["examples"][0]}
+                                  for r in summary["anomalies"]]},
+    }
+
+
+def resolve_api(service: str, base_url: str, timeout: float) -> str:
+    """The adapter for ``service``; the fixed one's claim endpoint is probed (one throwaway
+    account, one claim with nothing to claim: nothing else changes)."""
+    api = ADAPTERS[service]
+    if api != "fixed":
+        return api
+    transport = RequestsTransport(base_url, timeout)
+    try:
+        probe = Client(resolve(api), transport, History(), "probe", "setup")
+        return detect_claim(probe, uuid.uuid4().hex[:8]).name
+    finally:
+        transport.close()
 
 
 # --------------------------------------------------------------------------- one run
@@ -360,57 +422,61 @@ def run_one(ns, service: str, server: str, admin_url: str, out: Path, logs: Path
     try:
         workdir = runner.prepare_workdir(scratch / service / server / "work")
         server_env = deploy_env(service, db_url, workdir, logs / f"{tag}_init_db.log")
-        ledger_path = logs / f"{tag}_ledger.json"
-        ledger_path.unlink(missing_ok=True)
+        counters_path = logs / f"{tag}_locust_facts.json"
+        history_path = out / f"{tag}_history.jsonl"
+        for stale in (counters_path, history_path):
+            stale.unlink(missing_ok=True)
         srv = runner.SubprocessServer(server, db_url, workdir, app=APPS[service],
                                       threads=ns.threads, log_path=logs / f"{tag}_server.log")
         # The service runner passes this process's environment to the server it starts.
         with mock.patch.dict(os.environ, server_env), srv:
-            env = dict(os.environ, CASE2_SERVICE=service,
+            api = resolve_api(service, srv.base_url, ns.request_timeout)
+            env = dict(os.environ, CASE2_API=api,
                        CASE2_CLIENTS_PER_ACCOUNT=str(ns.clients_per_account),
                        CASE2_REQUEST_TIMEOUT=str(ns.request_timeout),
-                       CASE2_RUN_TOKEN=uuid.uuid4().hex[:8], CASE2_COUNTERS_OUT=str(ledger_path),
-                       PYTHONUNBUFFERED="1")
+                       CASE2_RUN_TOKEN=uuid.uuid4().hex[:8], CASE2_COUNTERS_OUT=str(counters_path),
+                       CASE2_HISTORY_OUT=str(history_path), PYTHONUNBUFFERED="1")
             code, locust_pid = run_locust(ns, srv.base_url, out / tag, out / f"{tag}.html", env,
-                              logs / f"{tag}_locust.log")
+                                          logs / f"{tag}_locust.log")
             # Let requests the stopped clients left in flight finish, then look at the
             # sessions the service still holds: what remains open now stays open.
             time.sleep(SETTLE_S)
             during = connections(admin_url, dbname)
             server_pgid = srv.proc.pid
         left_after_stop = connections_after_stop(admin_url, dbname)
-        ledger = json.loads(ledger_path.read_text(encoding="utf-8")) if ledger_path.is_file() else {}
-        stats = ledger.get("stats") or {"total": {}, "endpoints": {}}
-        kinds, kinds_by_endpoint = failure_kinds(ledger)
+        facts = json.loads(counters_path.read_text(encoding="utf-8")) if counters_path.is_file() else {}
+        seen = client_facts(History.read(history_path) if history_path.is_file() else History())
+        stats = facts.get("stats") or {"total": {}, "endpoints": {}}
         total = stats["total"]
+        protocol = resolve(api)
         return {
-            "service": service, "app": APPS[service], "server": server,
+            "service": service, "app": APPS[service], "server": server, "api": api,
+            "claim_endpoint": f"{protocol.claim.method} {protocol.claim.path}",
             "threads": ns.threads if server == "gunicorn" else None,
             "users": ns.users, "spawn_rate": ns.spawn_rate, "run_time_s": ns.run_time,
-            "clients_per_account": ns.clients_per_account, "accounts": ledger.get("accounts"),
-            "wait_s": ledger.get("wait_s"),
+            "clients_per_account": ns.clients_per_account, "accounts": facts.get("accounts"),
+            "wait_s": facts.get("wait_s"),
             "request_timeout_s": ns.request_timeout,
             "locust_exit_code": code,
             "requests": total.get("requests", 0), "failures": total.get("failures", 0),
             "failure_ratio": total.get("failure_ratio", 0.0), "rps": total.get("rps", 0.0),
             "latency_ms": {k: total.get(f"{k}_ms", 0.0) for k in ("p50", "p95", "p99", "max")},
             "endpoints": stats["endpoints"],
-            "failure_kinds": kinds,
-            "failure_kinds_by_endpoint": kinds_by_endpoint,
-            "error_samples": ledger.get("error_samples", {}),
+            "failure_kinds": seen["failure_kinds"],
+            "failure_kinds_by_endpoint": seen["failure_kinds_by_endpoint"],
+            "error_samples": seen["error_samples"],
             "server_exceptions": server_exceptions(srv.log_path.read_text(encoding="utf-8",
                                                                            errors="replace")),
-            "takes": {"ok": ledger.get("take_ok", 0), "no_free_task": ledger.get("no_free_task", 0),
-                      "duplicate_grants": ledger.get("duplicate_grants", 0),
-                      "distinct_tasks": len(ledger.get("granted", {}))},
-            "signup_failures": ledger.get("signup_failures", 0),
-            "list_items_max": ledger.get("list_items_max", 0),
-            "list_bad_shape": ledger.get("list_bad_shape", 0),
-            "database": database_facts(db_url, ledger),
+            "takes": seen["takes"],
+            "signup_failures": facts.get("signup_failures", 0),
+            "list_items_max": seen["list_items_max"],
+            "list_bad_shape": seen["list_bad_shape"],
+            "database": database_facts(db_url, seen),
+            "checker": seen["checker"],
             "connections": {"after_load": during, "settle_s": SETTLE_S, "after_stop": left_after_stop,
                             "server_process_group_left": group_alive(server_pgid)},
             "reports": {"html": f"{tag}.html", "stats_csv": f"{tag}_stats.csv",
-                        "failures_csv": f"{tag}_failures.csv"},
+                        "failures_csv": f"{tag}_failures.csv", "history": history_path.name},
             "pids": {"server": server_pgid, "locust": locust_pid},
             "wall_time_s": round(time.monotonic() - started, 1),
         }
@@ -462,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
               f"duplicate grants {r['takes']['duplicate_grants']}, "
               f"lost counter updates {r['database'].get('lost_counter_updates')} "
               f"(total counter: {r['database'].get('lost_total_updates')}), "
-              f"idle in transaction {r['connections']['after_load']['idle_in_transaction']}",
+              f"idle in transaction {r['connections']['after_load']['idle_in_transaction']}, "
+              f"checker anomalies {r['checker']['counts']}",
               flush=True)
     return 1 if summary["errors"] or not runs else 0
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from taskcheck.checks import duplicates
 from workbench import results
 
 from .helpers import DbInspector, evidence
@@ -56,8 +57,8 @@ def measure(proc, db: DbInspector, clients: int, rounds: int, budget_s: float,
         ok = [r.json()["id"] for r in grants if getattr(r, "status_code", None) == 200]
         row["grant_requests"] += clients
         row["granted"] += len(ok)
-        row["duplicate_grants"] += len(ok) - len(set(ok))
-        row["rounds_with_duplicate"] += len(ok) != len(set(ok))
+        row["duplicate_grants"] += duplicates(ok)
+        row["rounds_with_duplicate"] += duplicates(ok) > 0
         posts = _burst(clients, lambda: api.post_task(user))
         created = db.one("SELECT count(*) FROM task WHERE owner_id = %s", user["id"]) - clients
         counted = db.tasks_number(user["id"])

@@ -16,6 +16,7 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 100
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 _UINT = re.compile(r"[0-9]{1,18}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def json_object(request: Request) -> dict[str, Any]:
@@ -31,6 +32,10 @@ def string(value: Any, field: str, max_length: int) -> str:
         raise InvalidField(field, f"{field} must be a string")
     if len(value) > max_length:
         raise InvalidField(field, f"{field} is longer than {max_length} characters")
+    # PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8: both
+    # would fail in the driver (500) instead of here (found by taskcheck's hostile workload).
+    if "\x00" in value or _SURROGATE.search(value):
+        raise InvalidField(field, f"{field} contains a NUL character or a lone surrogate")
     return value
 
 
