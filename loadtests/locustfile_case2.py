@@ -11,8 +11,8 @@ task, read the total counter and delete a task.
 The same mix runs against either service, chosen by ``CASE2_SERVICE``: ``as_given`` (the
 user id as the ``user_id`` query parameter, ``GET /take_free_task``, ``GET /tasks`` a JSON list)
 or ``fixed`` (the token ``POST /users`` returns once, sent as ``Authorization: Bearer``;
-``POST /take_free_task``; ``GET /tasks`` a page ``{"items", "next"}``). Only these protocol
-details differ (``SERVICES``); any 2xx/3xx answer is a success on both (201, 204 included), so
+``POST /tasks/claim``, 204 when none is free; ``GET /tasks`` a page ``{"items", "next"}``).
+Only these protocol details differ (``SERVICES``); any 2xx/3xx answer is a success on both (201, 204 included), so
 the figures of the two services are comparable.
 
 Every request has a timeout and goes through ``catch_response``; failures are classified by
@@ -65,7 +65,8 @@ class ServiceProtocol:
     name: str
     credential: str  # the field of the POST /users answer that identifies the account
     auth_kwarg: str  # request keyword the credential goes into ("params" or "headers")
-    take_method: str  # of /take_free_task
+    take_method: str  # of the claim ("take a free task")
+    take_path: str
     list_key: str | None  # GET /tasks: None for a bare JSON list, else the key of the items
 
     def auth(self, credential) -> dict:
@@ -80,9 +81,9 @@ class ServiceProtocol:
 
 SERVICES = {
     "as_given": ServiceProtocol("as_given", credential="id", auth_kwarg="params",
-                                take_method="GET", list_key=None),
+                                take_method="GET", take_path="/take_free_task", list_key=None),
     "fixed": ServiceProtocol("fixed", credential="token", auth_kwarg="headers",
-                             take_method="POST", list_key="items"),
+                             take_method="POST", take_path="/tasks/claim", list_key="items"),
 }
 SERVICE = SERVICES[os.environ.get("CASE2_SERVICE", "as_given")]
 
@@ -301,7 +302,8 @@ class TaskServiceClient(HttpUser):
     @task(3)
     def take_free_task(self):
         method = SERVICE.take_method
-        kind, response = self._call(method, "/take_free_task", "/take_free_task", allow_404=True)
+        # Reported under one name for both services, so their figures line up.
+        kind, response = self._call(method, SERVICE.take_path, "/take_free_task", allow_404=True)
         if kind is not None:
             return
         body = self._json(response)
