@@ -67,6 +67,7 @@ class ServiceProtocol:
     auth_kwarg: str  # request keyword the credential goes into ("params" or "headers")
     take_method: str  # of the claim ("take a free task")
     take_path: str
+    take_key: str | None  # the claim's answer: None for the task itself, else the task's key
     list_key: str | None  # GET /tasks: None for a bare JSON list, else the key of the items
 
     def auth(self, credential) -> dict:
@@ -81,9 +82,11 @@ class ServiceProtocol:
 
 SERVICES = {
     "as_given": ServiceProtocol("as_given", credential="id", auth_kwarg="params",
-                                take_method="GET", take_path="/take_free_task", list_key=None),
+                                take_method="GET", take_path="/take_free_task", take_key=None,
+                                list_key=None),
     "fixed": ServiceProtocol("fixed", credential="token", auth_kwarg="headers",
-                             take_method="POST", take_path="/tasks/claim", list_key="items"),
+                             take_method="POST", take_path="/tasks/claim", take_key="task",
+                             list_key="items"),
 }
 SERVICE = SERVICES[os.environ.get("CASE2_SERVICE", "as_given")]
 
@@ -307,6 +310,8 @@ class TaskServiceClient(HttpUser):
         if kind is not None:
             return
         body = self._json(response)
+        if body and SERVICE.take_key:
+            body = body.get(SERVICE.take_key)
         if response.status_code == 404 or not body or "id" not in body:
             with LEDGER.lock:
                 LEDGER.no_free_task += 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 
 from flask import Flask, current_app
-from peewee import InterfaceError, OperationalError
+from peewee import DatabaseError, InterfaceError, OperationalError
 from playhouse.db_url import parse
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 from werkzeug.exceptions import ServiceUnavailable
@@ -27,8 +27,14 @@ from .errors import http_error
 
 # Errors that mean "not now" rather than "never": the database is unreachable, restarting, or
 # cancelled a statement that hit one of the session limits (lock_timeout, statement_timeout,
-# deadlock, serialization failure are all OperationalError subclasses in psycopg2).
+# deadlock, serialization failure are all OperationalError subclasses in psycopg2). A server
+# that dies under an open connection surfaces as a bare DatabaseError ("server closed the
+# connection unexpectedly") with the connection marked closed: that is unavailability too.
 UNAVAILABLE = (OperationalError, InterfaceError, MaxConnectionsExceeded)
+
+
+def _connection_lost(database) -> bool:
+    return not database.is_closed() and bool(getattr(database.connection(), "closed", 0))
 
 
 def session_options(config: Config) -> str:
@@ -62,8 +68,10 @@ class DatabaseUnavailable(ServiceUnavailable):
         super().__init__(message, retry_after=retry_after)
 
 
-def _unavailable(exc: Exception):
+def _database_error(exc: Exception):
     database = current_app.extensions["task_db"]
+    if not isinstance(exc, UNAVAILABLE) and not _connection_lost(database):
+        raise exc  # a bug, not an outage: the 500 path (logged, signalled)
     # The connection this request used may be dead (server restarted) or mid-transaction on a
     # cancelled statement: never hand it out again; the idle ones are probably dead too.
     with contextlib.suppress(Exception):
@@ -85,9 +93,8 @@ def init_app(app: Flask, database: PooledPostgresqlDatabase) -> None:
         if not database.is_closed():
             database.close()  # back to the pool
 
-    app.register_error_handler(OperationalError, _unavailable)
-    app.register_error_handler(InterfaceError, _unavailable)
-    app.register_error_handler(MaxConnectionsExceeded, _unavailable)
+    for error in (DatabaseError, *UNAVAILABLE):
+        app.register_error_handler(error, _database_error)
 
     @app.cli.command("init-db")
     def init_db_command():
