@@ -15,6 +15,7 @@ import json
 
 import click
 from flask import Flask, g, request
+from werkzeug.exceptions import NotFound
 from werkzeug.routing import IntegerConverter
 
 from . import database, errors, models, validation
@@ -29,10 +30,13 @@ PUBLIC_ENDPOINTS = frozenset({"users.create_user", "docs.openapi_document"})
 
 class IdConverter(IntegerConverter):
     """A database id in a path: 0..2**31-1; a larger number is an unknown id (404), not a
-    value PostgreSQL refuses (500)."""
+    value PostgreSQL refuses (500). (Refusing it with Werkzeug's ``max`` would answer 405.)"""
 
-    def __init__(self, url_map):
-        super().__init__(url_map, max=validation.MAX_ID)
+    def to_python(self, value: str) -> int:
+        number = super().to_python(value)
+        if number > validation.MAX_ID:
+            raise NotFound("no such id")
+        return number
 
 
 def create_app(config: Config | None = None, db=None) -> Flask:

@@ -18,6 +18,8 @@ OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
 # A string PostgreSQL text can hold: no NUL (lone surrogates cannot be sent in UTF-8 JSON).
 NO_NUL = "^[^\\u0000]*$"
+# validation._EMAIL (checked after strip() and lower()), without NUL.
+EMAIL_PATTERN = "^[^@\\s\\u0000]{1,64}@[^@\\s.\\u0000]+(\\.[^@\\s.\\u0000]+)+$"
 
 ERROR_REASONS = {
     400: "The input is invalid; `field` names it.",
@@ -158,7 +160,7 @@ def _paths(config: Config) -> dict:
             "requestBody": {"required": True, "content": _json({
                 "type": "object", "required": ["email"],
                 "properties": {"email": {"type": "string", "maxLength": MAX_EMAIL,
-                                         "pattern": NO_NUL}}})},
+                                         "pattern": EMAIL_PATTERN}}})},
             "responses": _responses({"201": {
                 "description": "Created; the e-mail is stored in lower case.",
                 "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
