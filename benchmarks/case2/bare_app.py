@@ -4,9 +4,10 @@ WSGI function (no Flask, no ORM at request time, no validation beyond what the S
 The statements are generated once, at import, from the fixed service's own models and queries
 (peewee's ``.sql()``), so the baseline sends the same text with the same parameters: the
 authentication lookup, the page of tasks with their state, the creating transaction (INSERT,
-advisory lock, the two counter UPDATEs) and the claiming UPDATE. Creating also stages the
-image, fsyncs it and renames it into place, as the service does. Each server thread keeps one
-connection of its own. ``DATABASE_URL`` and ``IMAGE_STORAGE_DIR`` configure it.
+advisory lock, the two counter UPDATEs, between BEGIN and COMMIT) and the claiming UPDATE
+(one autocommitted statement, as in the service). Creating also stages the image, fsyncs it
+and renames it into place, as the service does. Each server thread keeps one connection of its
+own. ``DATABASE_URL`` and ``IMAGE_STORAGE_DIR`` configure it.
 
     gunicorn -k gthread --threads 4 benchmarks.case2.bare_app:app
 """
@@ -67,6 +68,7 @@ def _connection():
     conn = getattr(_local, "conn", None)
     if conn is None or conn.closed:
         conn = _local.conn = psycopg2.connect(os.environ["DATABASE_URL"])
+        conn.autocommit = True  # as peewee runs it: statements outside a transaction commit
     return conn
 
 
@@ -95,7 +97,7 @@ def _task(row) -> dict:
 def app(environ, start_response):
     conn = _connection()
     path, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
-    with conn, conn.cursor() as cur:
+    with conn.cursor() as cur:
         user = _user(environ, cur)
         if user is None:
             return _json(start_response, "401 Unauthorized", {"error": {"code": "unauthorized"}})
@@ -121,11 +123,13 @@ def app(environ, start_response):
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            cur.execute("BEGIN")  # the creating transaction, as the service's atomic() opens it
             cur.execute(SQL_TEXT["insert"], (True, body["meta"], uid, "image/png", "png"))
             task_id = cur.fetchone()[0]
             cur.execute(SQL_TEXT["lock"], (LOCK_SPACE, task_id))
             os.replace(staged, os.path.join(STORAGE, f"{task_id}.png"))
             cur.execute(SQL_TEXT["count_user"], (1, uid))
             cur.execute(SQL_TEXT["count_total"], (1, STATS_ROW))
+            cur.execute("COMMIT")
             return _json(start_response, "201 Created", {"id": task_id, "meta": body["meta"]})
     return _json(start_response, "404 Not Found", {"error": {"code": "not_found"}})

@@ -19,6 +19,8 @@ from flask import Flask, current_app
 from peewee import DatabaseError, InterfaceError, OperationalError
 from playhouse.db_url import parse
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
+import psycopg2
+from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
 from werkzeug.exceptions import ServiceUnavailable
 
 from . import models
@@ -29,12 +31,15 @@ from .errors import http_error
 # cancelled a statement that hit one of the session limits (lock_timeout, statement_timeout,
 # deadlock, serialization failure are all OperationalError subclasses in psycopg2). A server
 # that dies under an open connection surfaces as a bare DatabaseError ("server closed the
-# connection unexpectedly") with the connection marked closed: that is unavailability too.
+# connection unexpectedly", ``_connection_lost``): that is unavailability too.
 UNAVAILABLE = (OperationalError, InterfaceError, MaxConnectionsExceeded)
 
 
-def _connection_lost(database) -> bool:
-    return not database.is_closed() and bool(getattr(database.connection(), "closed", 0))
+def _connection_lost(exc: Exception) -> bool:
+    """psycopg2 reports a connection that died under a statement as a bare DatabaseError with
+    no SQLSTATE (every error the server itself sends has one)."""
+    orig = getattr(exc, "orig", None)
+    return type(orig) is psycopg2.DatabaseError and getattr(orig, "pgcode", None) is None
 
 
 def session_options(config: Config) -> str:
@@ -43,10 +48,19 @@ def session_options(config: Config) -> str:
             f"-c idle_in_transaction_session_timeout={config.idle_in_transaction_timeout_ms}")
 
 
+class TaskDatabasePool(PooledPostgresqlDatabase):
+    """peewee's pool, without its liveness probe: peewee sends ``SELECT 1`` on every check-out,
+    a round trip per request. A connection that died while idle fails its first statement
+    instead; that request answers 503 and the pool drops every idle connection (above)."""
+
+    def _is_closed(self, conn) -> bool:
+        return bool(conn.closed) or conn.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
+
+
 def make_database(config: Config) -> PooledPostgresqlDatabase:
     """A connection pool; left uninitialised when no URL is configured (``configure`` later)."""
-    database = PooledPostgresqlDatabase(None, max_connections=config.db_max_connections,
-                                        stale_timeout=300, timeout=10)
+    database = TaskDatabasePool(None, max_connections=config.db_max_connections,
+                                stale_timeout=300, timeout=10)
     if config.database_url:
         configure(database, config.database_url, config)
     return database
@@ -70,7 +84,7 @@ class DatabaseUnavailable(ServiceUnavailable):
 
 def _database_error(exc: Exception):
     database = current_app.extensions["task_db"]
-    if not isinstance(exc, UNAVAILABLE) and not _connection_lost(database):
+    if not isinstance(exc, UNAVAILABLE) and not _connection_lost(exc):
         raise exc  # a bug, not an outage: the 500 path (logged, signalled)
     # The connection this request used may be dead (server restarted) or mid-transaction on a
     # cancelled statement: never hand it out again; the idle ones are probably dead too.

@@ -18,7 +18,7 @@ from peewee import SQL, fn
 from werkzeug.exceptions import Conflict, NotFound
 
 from .. import validation
-from ..models import CLAIMABLE, Task, db
+from ..models import CLAIMABLE, Task
 from . import config, task_json
 
 bp = Blueprint("claims", __name__)
@@ -42,14 +42,13 @@ def claim_task():
                         .where((Task.owner == g.user.id) & CLAIMABLE)
                         .order_by(Task.id).limit(1)
                         .for_update("FOR UPDATE SKIP LOCKED"))
-    with db.atomic():
-        claimed = (Task.update(free=False, claimed_by=g.user.id, claimed_at=fn.now(),
-                               lease_id=uuid.uuid4(),
-                               lease_expires_at=fn.now() + SQL("make_interval(secs => %s)",
-                                                               [seconds]))
-                   .where(Task.id == oldest_claimable)
-                   .returning(Task).objects().execute())
-        task = next(iter(claimed), None)
+    # One statement, atomic by itself (autocommit): no BEGIN/COMMIT round trips around it.
+    claimed = (Task.update(free=False, claimed_by=g.user.id, claimed_at=fn.now(),
+                           lease_id=uuid.uuid4(),
+                           lease_expires_at=fn.now() + SQL("make_interval(secs => %s)", [seconds]))
+               .where(Task.id == oldest_claimable)
+               .returning(Task).objects().execute())
+    task = next(iter(claimed), None)
     if task is None:
         return "", 204, {"Cache-Control": "no-store"}
     return ({"task": task_json(task, "claimed"), "lease": _lease_json(task)}, 200,
@@ -60,13 +59,12 @@ def _settle(task_id: int, changes: dict, state: str):
     """Apply ``changes`` to the caller's task if ``lease`` is its current, live lease."""
     body = validation.json_object(request, config().max_content_length)
     lease = validation.lease_id(body.get("lease"))
-    with db.atomic():
-        updated = (Task.update(**changes)
-                   .where((Task.id == task_id) & (Task.owner == g.user.id)
-                          & (Task.lease_id == lease) & ~Task.free
-                          & Task.completed_at.is_null() & (Task.lease_expires_at > fn.now()))
-                   .returning(Task).objects().execute())
-        task = next(iter(updated), None)
+    updated = (Task.update(**changes)
+               .where((Task.id == task_id) & (Task.owner == g.user.id)
+                      & (Task.lease_id == lease) & ~Task.free
+                      & Task.completed_at.is_null() & (Task.lease_expires_at > fn.now()))
+               .returning(Task).objects().execute())
+    task = next(iter(updated), None)
     if task is not None:
         return task_json(task, state)
     if not Task.select().where((Task.id == task_id) & (Task.owner == g.user.id)).exists():

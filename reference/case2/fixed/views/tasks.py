@@ -102,9 +102,8 @@ def get_task_image(task_id: int):
 
 @bp.delete("/tasks/<id:task_id>")
 def delete_task(task_id: int):
-    with db.atomic():
-        deleted = list(Task.delete().where((Task.id == task_id) & (Task.owner == g.user.id))
-                       .returning(Task.id, Task.image_ext).tuples().execute())
+    deleted = list(Task.delete().where((Task.id == task_id) & (Task.owner == g.user.id))
+                   .returning(Task.id, Task.image_ext).tuples().execute())  # one statement
     if not deleted:
         raise NotFound("no such task")
     image_storage().remove(deleted)  # after COMMIT; a missing file is fine
