@@ -17,7 +17,6 @@ import threading
 import time
 
 import peewee
-import psutil
 import pytest
 
 from workbench import service_runner as runner
@@ -189,6 +188,8 @@ def test_user_deleted_while_a_task_is_created(make_service, monkeypatch, held):
 
 
 def _worker_pids(proc) -> list[int]:
+    import psutil
+
     return [c.pid for c in psutil.Process(proc.proc.pid).children()]
 
 
