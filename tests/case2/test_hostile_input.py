@@ -32,9 +32,9 @@ import requests  # noqa: E402
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-SHORT = settings(max_examples=40, deadline=None, database=None,
+SHORT = settings(max_examples=25, deadline=None, database=None,
                  suppress_health_check=list(HealthCheck))
-FUZZ_EXAMPLES = {"short": 12, "long": 150}  # per operation and generation mode
+FUZZ_EXAMPLES = {"short": 8, "long": 150}  # per operation and generation mode
 _fuzz_counts: dict = {}
 
 

@@ -24,10 +24,10 @@ from . import config, task_json
 bp = Blueprint("claims", __name__)
 
 
-def _lease_json(task: Task) -> dict:
-    return {"id": str(task.lease_id), "claimed_by": task.claimed_by_id,
-            "claimed_at": task.claimed_at.isoformat(),
-            "expires_at": task.lease_expires_at.isoformat()}
+def _lease_json(task: dict) -> dict:
+    return {"id": str(task["lease_id"]), "claimed_by": task["claimed_by"],
+            "claimed_at": task["claimed_at"].isoformat(),
+            "expires_at": task["lease_expires_at"].isoformat()}
 
 
 @bp.post("/tasks/claim")
@@ -47,7 +47,7 @@ def claim_task():
                            lease_id=uuid.uuid4(),
                            lease_expires_at=fn.now() + SQL("make_interval(secs => %s)", [seconds]))
                .where(Task.id == oldest_claimable)
-               .returning(Task).objects().execute())
+               .returning(Task).dicts().execute())
     task = next(iter(claimed), None)
     if task is None:
         return "", 204, {"Cache-Control": "no-store"}
@@ -63,7 +63,7 @@ def _settle(task_id: int, changes: dict, state: str):
                .where((Task.id == task_id) & (Task.owner == g.user.id)
                       & (Task.lease_id == lease) & ~Task.free
                       & Task.completed_at.is_null() & (Task.lease_expires_at > fn.now()))
-               .returning(Task).objects().execute())
+               .returning(Task).dicts().execute())
     task = next(iter(updated), None)
     if task is not None:
         return task_json(task, state)

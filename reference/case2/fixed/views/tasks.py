@@ -53,7 +53,7 @@ def list_tasks():
                 .order_by(Task.id).limit(limit + 1))
     items = rows[:limit]
     return {"items": [task_json(t) for t in items],
-            "next": items[-1].id if len(rows) > limit else None}
+            "next": items[-1]["id"] if len(rows) > limit else None}
 
 
 @bp.post("/tasks")
@@ -88,11 +88,11 @@ def get_task(task_id: int):
 @bp.get("/tasks/<id:task_id>/image")
 def get_task_image(task_id: int):
     task = own_task(task_id)
-    if not task.image_ext:
+    if not task["image_ext"]:
         raise NotFound("task has no image")
     storage = image_storage()
-    name = storage.name(task.id, task.image_ext)
-    response = send_from_directory(storage.root, name, mimetype=task.image_type)
+    name = storage.name(task["id"], task["image_ext"])
+    response = send_from_directory(storage.root, name, mimetype=task["image_type"])
     response.headers["X-Content-Type-Options"] = "nosniff"
     # Never rendered as a document, whatever a client makes of the bytes.
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
