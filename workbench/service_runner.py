@@ -1,9 +1,12 @@
 """Serve a Case 2 Flask service against a chosen database, without editing the service.
 
-The service modules (``reference.case2.as_given.app`` and, later, the fixed one) hard-code
-their database at import time. The runner imports the module, re-initialises its peewee
-``db`` from a URL with ``db.init(...)``, changes into a work directory (the service resolves
-``storage/task_images`` against the CWD) and serves on 127.0.0.1.
+The service modules (``reference.case2.as_given.app`` and the fixed one) configure their
+database at import time. The runner changes into the work directory first (the as-given service
+resolves ``storage/task_images`` against the CWD when it writes; the fixed one makes its
+``IMAGE_STORAGE_DIR`` absolute when it is imported, so a relative or default directory must be
+resolved there too), then imports the module, re-initialises its peewee ``db`` from a URL with
+``db.init(...)`` and serves on 127.0.0.1. A service that ships a ``gunicorn_conf.py`` beside its
+module (worker class, request limits, start-up hooks) is served with those settings.
 
 Servers, as the original would be deployed:
 
@@ -75,11 +78,13 @@ def load_app_module(import_path: str = DEFAULT_APP, fresh: bool = False) -> Modu
 
 
 def configure(module: ModuleType, database_url: str) -> ModuleType:
-    """Point the module's peewee ``db`` at ``database_url``."""
+    """Point the module's peewee ``db`` at ``database_url`` (keeping the session options a
+    service sets on its connections, e.g. timeouts)."""
     name, params = db_params(database_url)
     db = module.db
+    kept = {k: v for k, v in db.connect_params.items() if k in ("options", "connect_timeout")}
     db.connect_params = {}
-    db.init(name, **{k: v for k, v in params.items() if v is not None})
+    db.init(name, **kept, **{k: v for k, v in params.items() if v is not None})
     return module
 
 
@@ -267,15 +272,28 @@ class SubprocessServer:
 # --------------------------------------------------------------------------- CLI
 
 
+def service_gunicorn_config(module: ModuleType) -> dict:
+    """The settings of the ``gunicorn_conf.py`` beside the service module, if it ships one."""
+    path = Path(module.__file__).with_name("gunicorn_conf.py")
+    if not path.is_file():
+        return {}
+    import runpy
+
+    return {k: v for k, v in runpy.run_path(str(path)).items() if not k.startswith("_")}
+
+
 def _serve_gunicorn(module: ModuleType, port: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
 
     class App(BaseApplication):
         def load_config(self):
-            for key, value in {"bind": f"{HOST}:{port}", "workers": 1,
-                               "worker_class": "gthread", "threads": threads,
-                               "timeout": 120, "graceful_timeout": 2,
-                               "accesslog": "-", "errorlog": "-", "loglevel": "info"}.items():
+            settings = {k: v for k, v in service_gunicorn_config(module).items()
+                        if k in self.cfg.settings}
+            settings.setdefault("worker_class", "gthread")
+            settings.update({"bind": f"{HOST}:{port}", "workers": 1, "threads": threads,
+                             "timeout": 120, "graceful_timeout": 2,
+                             "accesslog": "-", "errorlog": "-", "loglevel": "info"})
+            for key, value in settings.items():
                 self.cfg.set(key, value)
 
         def load(self):
@@ -299,8 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", default=DEFAULT_APP, help="import path of the service module")
     parser.add_argument("--threads", type=int, default=4, help="gthread threads (gunicorn)")
     ns = parser.parse_args(argv)
+    if str(ROOT) not in sys.path:  # the import must not depend on the directory left
+        sys.path.insert(0, str(ROOT))
+    os.chdir(ns.workdir)  # before the import: the service may resolve paths when imported
     module = configure(load_app_module(ns.app), ns.database_url)
-    os.chdir(ns.workdir)
     if ns.server == "gunicorn":
         _serve_gunicorn(module, ns.port, ns.threads)
     else:

@@ -17,10 +17,22 @@ import requests
 HTTP_TIMEOUT = 10.0
 WAIT_TIMEOUT = 10.0
 
+# Small real images (the fixed service decodes what it is sent; the as-given one stores anything).
 PNG_1PX = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
-BMP_MAGIC = b"BM" + bytes(52)
-JPEG_MAGIC = b"\xff\xd8\xff\xe0" + bytes(16) + b"\xff\xd9"
+BMP_1PX = base64.b64decode(
+    "Qk06AAAAAAAAADYAAAAoAAAAAQAAAAEAAAABABgAAAAAAAQAAADEDgAAxA4AAAAAAAAAAAAA/wAAAA==")
+JPEG_4PX = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERXRT"
+    "c4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/2wBDARESEhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2Nj"
+    "Y2NjY2NjY2NjY2NjY2NjY2NjY2NjY2P/wAARCAAEAAQDASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQF"
+    "BgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcY"
+    "GRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWm"
+    "p6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAA"
+    "AAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAV"
+    "YnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOU"
+    "lZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIR"
+    "AxEAPwDHooorhPqD/9k=")
 
 
 def b64(data: bytes) -> str:
@@ -40,42 +52,99 @@ def bearer_token_auth(user: dict) -> dict:
     return {"headers": {"Authorization": f"Bearer {user['token']}"}}
 
 
-class Api:
-    """A small client for the task service; ``auth(user)`` gives the request kwargs that
-    identify ``user`` (query parameter for the as-given service, a header later)."""
+@dataclass(frozen=True)
+class Protocol:
+    """What differs between the two services for the same client action (one place)."""
 
-    def __init__(self, base_url: str, auth: Callable[[dict], dict] = query_param_auth,
-                 timeout: float = HTTP_TIMEOUT):
+    side: str
+    auth: Callable[[dict], dict]
+    claim_method: str
+    claim_path: str
+    none_free: int  # the status of a claim when no task is free
+    created: int  # the status of a successful creation
+
+    def claimed(self, response: requests.Response) -> dict | None:
+        """The task a claim handed out, or None."""
+        if response.status_code != 200:
+            return None
+        body = response.json()
+        return body if self.side == "as_given" else body["task"]
+
+
+PROTOCOLS = {
+    "as_given": Protocol("as_given", query_param_auth, "GET", "/take_free_task", 404, 200),
+    "fixed": Protocol("fixed", bearer_token_auth, "POST", "/tasks/claim", 204, 201),
+}
+
+
+class Api:
+    """A small client for the task service; ``protocol.auth(user)`` gives the request kwargs
+    that identify ``user``. With a ``contract`` (the fixed service's OpenAPI document), every
+    response is checked against it."""
+
+    def __init__(self, base_url: str, protocol: Protocol | Callable[[dict], dict] = query_param_auth,
+                 timeout: float = HTTP_TIMEOUT, contract=None):
+        if not isinstance(protocol, Protocol):  # a bare auth function: the as-given protocol
+            protocol = Protocol("as_given", protocol, "GET", "/take_free_task", 404, 200)
         self.base_url = base_url
-        self.auth = auth
+        self.protocol = protocol
+        self.auth = protocol.auth
         self.timeout = timeout
-        self.session = requests.Session()
+        self.contract = contract
 
     def request(self, method: str, path: str, user: dict | None = None, **kw) -> requests.Response:
         if user is not None:
             for key, value in self.auth(user).items():
                 kw[key] = {**value, **kw.get(key, {})} if isinstance(value, dict) else value
         kw.setdefault("timeout", self.timeout)
-        return requests.request(method, self.base_url + path, **kw)
+        response = requests.request(method, self.base_url + path, **kw)
+        if self.contract is not None:
+            self.contract.check(method, path, response.status_code,
+                                response.headers.get("Content-Type"), response.content)
+        return response
 
     def create_user(self, email: str) -> dict:
         r = self.request("POST", "/users", json={"email": email})
         assert r.status_code in (200, 201), (r.status_code, r.text[:300])  # fixed: 201 Created
         return r.json()
 
-    def post_task(self, user: dict, meta="meta", image: bytes = JPEG_MAGIC, **kw) -> requests.Response:
+    def post_task(self, user: dict, meta="meta", image: bytes = JPEG_4PX, **kw) -> requests.Response:
         return self.request("POST", "/tasks", user, json={"meta": meta, "image": b64(image)}, **kw)
 
-    def create_task(self, user: dict, meta="meta", image: bytes = JPEG_MAGIC) -> dict:
+    def post_task_multipart(self, user: dict, meta: str = "meta", image: bytes = JPEG_4PX,
+                            **kw) -> requests.Response:
+        return self.request("POST", "/tasks", user,
+                            files={"meta": (None, meta.encode("utf-8", "surrogatepass")),
+                                   "image": ("image", image, "application/octet-stream")}, **kw)
+
+    def create_task(self, user: dict, meta="meta", image: bytes = JPEG_4PX) -> dict:
         r = self.post_task(user, meta, image)
         assert r.status_code in (200, 201), (r.status_code, r.text[:300])  # fixed: 201 Created
         return r.json()
 
+    def claim(self, user: dict, **kw) -> requests.Response:
+        return self.request(self.protocol.claim_method, self.protocol.claim_path, user, **kw)
+
     def get(self, path: str, user: dict | None = None, **kw) -> requests.Response:
         return self.request("GET", path, user, **kw)
 
+    def post(self, path: str, user: dict | None = None, **kw) -> requests.Response:
+        return self.request("POST", path, user, **kw)
+
     def delete(self, path: str, user: dict | None = None, **kw) -> requests.Response:
         return self.request("DELETE", path, user, **kw)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = WAIT_TIMEOUT, what: str = ""):
+    """The first true value of ``predicate()``, polled until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s: {what}")
+        time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- the database
@@ -117,14 +186,7 @@ class DbInspector:
             return [dict(zip(("pid", "state", "wait_event_type", "query"), r)) for r in cur]
 
     def wait_for(self, predicate: Callable[[], object], timeout: float = WAIT_TIMEOUT, what: str = ""):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met within {timeout}s: {what}")
-            time.sleep(0.02)
+        return wait_until(predicate, timeout, what)
 
     def lock_waiters(self) -> list[dict]:
         return [a for a in self.activity() if a["wait_event_type"] == "Lock"]
@@ -147,8 +209,16 @@ class Service:
     errors: list = field(default_factory=list)  # exceptions the views raised (in-process only)
     server: object = None
 
-    def image_path(self, task_id: int) -> Path:
-        return self.workdir / "storage" / "task_images" / f"{task_id}.jpg"
+    @property
+    def storage_dir(self) -> Path:
+        return self.workdir / "storage" / "task_images"
+
+    def image_path(self, task_id: int, ext: str = "jpg") -> Path:
+        return self.storage_dir / f"{task_id}.{ext}"
+
+    def stored_files(self) -> list[str]:
+        """Names in the image directory (placed and staged), sorted."""
+        return sorted(p.name for p in self.storage_dir.iterdir()) if self.storage_dir.is_dir() else []
 
     def error_names(self) -> list[str]:
         return [type(e).__name__ for e in self.errors]

@@ -1,7 +1,7 @@
 """Who can read or change what: ownership checks, the user_id "authentication", status codes."""
 from __future__ import annotations
 
-from .helpers import evidence
+from .helpers import evidence, wait_until
 
 
 def _two_users(svc):
@@ -41,8 +41,9 @@ def test_user_id_parameter_is_the_whole_identity(service, side):
     alice, bob, task = _two_users(service)
     # Bob only needs to know (or guess: ids are sequential) Alice's id.
     forged = {"params": {"user_id": alice["id"]}}
+    protocol = service.api.protocol
     image = service.api.request("GET", f"/tasks/{task['id']}/image", **forged)
-    taken = service.api.request("GET", "/take_free_task", **forged)
+    taken = service.api.request(protocol.claim_method, protocol.claim_path, **forged)
     deleted = service.api.request("DELETE", f"/users/{alice['id']}", **forged)
     if side == "as_given":
         assert taken.status_code == 200 and taken.json()["id"] == task["id"]
@@ -50,19 +51,27 @@ def test_user_id_parameter_is_the_whole_identity(service, side):
         assert [u[1] for u in service.db.users()] == ["bob@example.com"]
         assert image.status_code == 500  # the path defect C2-17, not an access check
     else:
-        assert {image.status_code, taken.status_code, deleted.status_code} <= {401, 403}
+        # The same forged requests, now on the routes that exist: all refused, nothing changed.
+        assert [image.status_code, taken.status_code, deleted.status_code] == [401] * 3
+        assert [u[1] for u in service.db.users()] == ["alice@example.com", "bob@example.com"]
+        assert [t[1] for t in service.db.tasks()] == [True]
 
 
 @evidence("C2-10")
 def test_user_id_in_query_string_lands_in_access_logs(make_process, side):
     svc = make_process("gunicorn", threads=1)
     user = svc.api.create_user("a@example.com")
-    svc.api.get("/tasks", user)
-    log = svc.log()
+    assert svc.api.get("/tasks", user).status_code == 200
+    # What a client that still sends the id in the URL gets.
+    forged = svc.api.request("GET", "/tasks", params={"user_id": user["id"]})
+    log = wait_until(lambda: "user_id=" in svc.log() and svc.log(), what="the access log line")
     if side == "as_given":
+        assert forged.status_code == 200
         assert f'"GET /tasks?user_id={user["id"]} HTTP/1.1" 200' in log
     else:
-        assert "user_id=" not in log
+        assert forged.status_code == 401  # the id in the URL identifies no one
+        assert f'"GET /tasks?user_id={user["id"]} HTTP/1.1" 401' in log
+        assert '"GET /tasks HTTP/1.1" 200' in log and user["token"] not in log
 
 
 @evidence("C2-12")

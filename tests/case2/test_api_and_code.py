@@ -10,7 +10,7 @@ from werkzeug.routing import BuildError
 
 from workbench.service_runner import db_params, load_app_module
 
-from .helpers import PNG_1PX, b64, evidence
+from .helpers import b64, evidence
 
 AS_GIVEN = Path(__file__).resolve().parents[2] / "reference" / "case2" / "as_given" / "app.py"
 
@@ -53,7 +53,13 @@ def test_counter_decorator_without_wraps_renames_the_endpoint():
 @pytest.mark.finding("C2-28", side="fixed")
 def test_fixed_endpoints_keep_view_names():
     module = load_app_module("reference.case2.fixed.app", fresh=True)
-    assert "wrapper" not in {r.endpoint for r in module.app.url_map.iter_rules()}
+    app = module.app
+    # Every endpoint is named after its view function, so url_for works by that name.
+    for rule in app.url_map.iter_rules():
+        assert rule.endpoint.rsplit(".", 1)[-1] == app.view_functions[rule.endpoint].__name__
+    with app.test_request_context():
+        assert app.url_for("tasks.create_task") == "/tasks"
+        assert app.url_for("claims.claim_task") == "/tasks/claim"
 
 
 @evidence("C2-29")
@@ -64,22 +70,31 @@ def test_documented_path_is_not_served(service, side):
         assert documented.status_code == 404
         assert service.api.delete(f"/users/{user['id']}", user).status_code == 200
     else:
-        assert documented.status_code in (204, 404)
+        # The fixed service serves its own description, and the path it documents works
+        # (test_contract.py checks every route against the document).
+        paths = service.api.get("/openapi.json").json()["paths"]
+        assert "delete" in paths["/users/{user_id}"] and "/user/{user_id}" not in paths
+        assert service.api.delete(f"/users/{user['id']}", user).status_code == 204
+        assert service.db.users() == []
 
 
 @evidence("C2-30")
 def test_get_take_free_task_changes_state_on_every_call(service, side):
     user = service.api.create_user("a@example.com")
     tasks = [service.api.create_task(user) for _ in range(2)]
-    got = [service.api.get("/take_free_task", user) for _ in range(3)]
+    got = [service.api.get(service.api.protocol.claim_path, user) for _ in range(3)]
     if side == "as_given":
         assert [r.status_code for r in got] == [200, 200, 404]
         assert [r.json()["id"] for r in got[:2]] == [t["id"] for t in tasks]
         assert all("Cache-Control" not in r.headers for r in got)
         assert [t[1] for t in service.db.tasks()] == [False, False]
     else:
-        assert service.api.request("POST", "/take_free_task", user).status_code in (200, 404)
-        assert got[0].status_code == 405
+        # GET changes nothing; only POST claims, and its answer is not cacheable.
+        assert [r.status_code for r in got] == [405] * 3
+        assert [t[1] for t in service.db.tasks()] == [True, True]
+        claimed = service.api.claim(user)
+        assert claimed.status_code == 200 and claimed.headers["Cache-Control"] == "no-store"
+        assert [t[1] for t in service.db.tasks()] == [False, True]
 
 
 @evidence("C2-31")
@@ -92,11 +107,27 @@ def test_base64_image_costs_a_third_more_bytes(service, side):
     if side == "as_given":
         assert r.status_code == 200 and 0.33 <= overhead <= 0.34
     else:
-        # The fixed service also takes the image as the raw body (meta in the query); it
-        # checks the format, so the upload is a real PNG.
-        raw = service.api.request("POST", "/tasks", user, data=PNG_1PX, params={"meta": "m"},
-                                  headers={"Content-Type": "image/png"})
-        assert raw.status_code == 201 and len(raw.request.body) == len(PNG_1PX)
+        # The fixed service also takes the image as a file part of multipart/form-data: the
+        # bytes as they are, plus a few hundred bytes of part headers.
+        png = _png_of_size(2**20)
+        raw = service.api.post_task_multipart(user, meta="m", image=png)
+        assert raw.status_code == 201, raw.text
+        assert len(png) < len(raw.request.body) < len(png) + 1024
+        assert service.image_path(raw.json()["id"], "png").read_bytes() == png
+
+
+def _png_of_size(size: int) -> bytes:
+    """A real PNG of about ``size`` bytes (noise does not compress)."""
+    import io
+    import os
+
+    from PIL import Image
+
+    side = int((size / 3) ** 0.5)
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "PNG",
+                                                                          compress_level=0)
+    return out.getvalue()
 
 
 @evidence("C2-33")
@@ -144,8 +175,13 @@ def test_readability_nits_are_in_the_source():
 
 @pytest.mark.finding("C2-35", side="fixed")
 def test_fixed_source_builds_image_path_once():
-    source = (AS_GIVEN.parents[1] / "fixed" / "app.py").read_text()
-    assert source.count("task_images") <= 1 and "== True" not in source
+    sources = {p.relative_to(AS_GIVEN.parents[1] / "fixed").as_posix(): p.read_text()
+               for p in (AS_GIVEN.parents[1] / "fixed").rglob("*.py")}
+    assert len(sources) > 10  # the whole package is read, not one file
+    assert [name for name, src in sources.items() if "== True" in src] == []
+    # The image file name is built in one place; nothing else spells the directory.
+    assert sum(src.count("task_images") for src in sources.values()) == 1
+    assert [name for name, src in sources.items() if 'f"{task_id}.{ext}"' in src] == ["storage.py"]
 
 
 @pytest.mark.finding("C2-35", side="as_given")

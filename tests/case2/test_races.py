@@ -20,11 +20,6 @@ def _sql(path, prefix, method="POST"):
                                               and sql.startswith(prefix))
 
 
-def _claim(svc, user, side):
-    """The as-given GET /take_free_task; the fixed service claims with POST."""
-    return svc.api.request("GET" if side == "as_given" else "POST", "/take_free_task", user)
-
-
 @evidence("C2-01")
 def test_take_free_task_hands_one_task_to_two_requests(make_service, monkeypatch, side):
     svc = make_service(threads=2)
@@ -36,9 +31,9 @@ def test_take_free_task_hands_one_task_to_two_requests(make_service, monkeypatch
     else:
         # Both requests are released together right before the claiming UPDATE.
         meeting = Rendezvous(2).install(monkeypatch, peewee.Database, "execute_sql",
-                                        _sql("/take_free_task", 'UPDATE "task"'), where="before")
+                                        _sql("/tasks/claim", 'UPDATE "task"'), where="before")
 
-    r1, r2 = in_threads(lambda: _claim(svc, user, side), lambda: _claim(svc, user, side))
+    r1, r2 = in_threads(lambda: svc.api.claim(user), lambda: svc.api.claim(user))
     assert meeting.met  # both requests were inside the race window
     statuses = sorted([r1.status_code, r2.status_code])
     if side == "as_given":
@@ -46,8 +41,9 @@ def test_take_free_task_hands_one_task_to_two_requests(make_service, monkeypatch
         assert r1.json()["id"] == r2.json()["id"] == task["id"]
         assert svc.db.tasks() == [(task["id"], False, "meta", user["id"])]
     else:
-        assert statuses == [200, 404]
-        assert next(r for r in (r1, r2) if r.status_code == 200).json()["id"] == task["id"]
+        assert statuses == [200, 204]
+        assert svc.api.protocol.claimed(next(r for r in (r1, r2) if r.status_code == 200))["id"] \
+            == task["id"]
         assert svc.db.tasks() == [(task["id"], False, "meta", user["id"])]
 
 
@@ -87,10 +83,10 @@ def test_take_free_task_grants_a_task_deleted_meanwhile(make_service, monkeypatc
         gate.install(monkeypatch, peewee.SelectBase, "first", _is("/take_free_task"))
     else:  # held right before the claiming UPDATE
         gate.install(monkeypatch, peewee.Database, "execute_sql",
-                     _sql("/take_free_task", 'UPDATE "task"'), where="before")
+                     _sql("/tasks/claim", 'UPDATE "task"'), where="before")
 
     def take():
-        return _claim(svc, user, side)
+        return svc.api.claim(user)
 
     def delete_while_take_holds_the_row():
         assert gate.reached.wait(10)
@@ -105,7 +101,7 @@ def test_take_free_task_grants_a_task_deleted_meanwhile(make_service, monkeypatc
     if side == "as_given":
         assert taken.status_code == 200 and taken.json()["id"] == task["id"]
     else:
-        assert taken.status_code == 404
+        assert taken.status_code == 204
 
 
 @evidence("C2-03")

@@ -38,9 +38,7 @@ def _warm(api, threads: int = 4) -> None:
         _burst(threads * 2, lambda: api.request("POST", "/users", json={"email": f"w{time.monotonic_ns()}@x.io"}))
 
 
-def measure(proc, db: DbInspector, clients: int, rounds: int, budget_s: float,
-            claim_method: str = "GET") -> dict:
-    """``claim_method``: GET /take_free_task as given, POST on the fixed service."""
+def measure(proc, db: DbInspector, clients: int, rounds: int, budget_s: float) -> dict:
     api = proc.api
     row = {"clients": clients, "rounds": 0, "grant_requests": 0, "granted": 0, "duplicate_grants": 0,
            "rounds_with_duplicate": 0, "creations": 0, "tasks_created": 0, "lost_updates": 0,
@@ -53,8 +51,8 @@ def measure(proc, db: DbInspector, clients: int, rounds: int, budget_s: float,
         for _ in range(clients):
             api.create_task(user)
         db.all('UPDATE "user" SET tasks_number = 0 WHERE id = %s', user["id"])
-        grants = _burst(clients, lambda: api.request(claim_method, "/take_free_task", user))
-        ok = [r.json()["id"] for r in grants if getattr(r, "status_code", None) == 200]
+        grants = _burst(clients, lambda: api.claim(user))
+        ok = [api.protocol.claimed(r)["id"] for r in grants if getattr(r, "status_code", None) == 200]
         row["grant_requests"] += clients
         row["granted"] += len(ok)
         row["duplicate_grants"] += duplicates(ok)
@@ -74,8 +72,7 @@ def measure(proc, db: DbInspector, clients: int, rounds: int, budget_s: float,
 def _run(make_process, inspector, plan, budget_s, side):
     proc = make_process("gunicorn", threads=4)
     _warm(proc.api)
-    method = "GET" if side == "as_given" else "POST"
-    rows = [measure(proc, inspector, c, r, budget_s, method) for c, r in plan]
+    rows = [measure(proc, inspector, c, r, budget_s) for c, r in plan]
     if side == "as_given":  # the review's table is the as-given service's
         for row in rows:
             _races["rows"][str(row["clients"])] = row

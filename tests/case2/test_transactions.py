@@ -58,7 +58,7 @@ def test_request_hangs_on_row_lock_of_a_transaction_left_open(make_service, side
         # Thread 1: the counter UPDATE runs, then the view fails; the row lock stays held.
         svc.api.request("POST", "/tasks", user, json={"meta": "no image"})
         # Thread 2: a valid creation for the same user.
-        other = type(svc.api)(other_thread.base_url, svc.api.auth)
+        other = type(svc.api)(other_thread.base_url, svc.api.protocol, contract=svc.api.contract)
         results = []
 
         def create_on_thread_2():

@@ -1,85 +1,67 @@
 """Application factory of the task service, plus the module-level ``app``/``db`` that WSGI
-servers (``gunicorn reference.case2.fixed.app:app``) and the test harness load.
+servers (``gunicorn -c reference/case2/fixed/gunicorn_conf.py reference.case2.fixed.app:app``)
+load.
 
-Configuration comes from the environment: ``DATABASE_URL`` (postgresql://…),
-``IMAGE_STORAGE_DIR`` (made absolute and created at start), ``MAX_CONTENT_LENGTH`` (bytes),
-``DB_MAX_CONNECTIONS``. The schema is created by ``flask --app reference.case2.fixed.app
-init-db`` (or ``init_schema()``) as a deployment step.
+Configuration comes from the environment (``config.Config.from_env``): ``DATABASE_URL``,
+``IMAGE_STORAGE_DIR`` (made absolute against the working directory at start), limits and
+timeouts. Building the app only configures it: nothing connects, nothing is created on disk.
+Deployment steps are commands: ``flask --app reference.case2.fixed.app init-db`` creates the
+schema, ``… reconcile`` cleans the image directory after a crash (also run by the gunicorn
+configuration at start-up). Tests build their own app with ``create_app(Config(...))``.
 """
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import json
 
+import click
 from flask import Flask, g, request
-from playhouse.db_url import parse
-from playhouse.pool import PooledPostgresqlDatabase
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import IntegerConverter
 
-from . import errors, models
+from . import database, errors, models, validation
 from .auth import authenticate
+from .config import Config
+from .reconcile import reconcile_app
 from .storage import ImageStorage
-from .views import stats, tasks, users
+from .views import claims, docs, stats, tasks, users
 
-PUBLIC_ENDPOINTS = frozenset({"users.create_user"})
-
-
-@dataclass(frozen=True)
-class Config:
-    database_url: str | None = None
-    storage_dir: str = "storage/task_images"
-    max_content_length: int = 10 * 2**20
-    db_max_connections: int = 20
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Config":
-        defaults = cls()
-        return cls(database_url=env.get("DATABASE_URL") or None,
-                   storage_dir=env.get("IMAGE_STORAGE_DIR", defaults.storage_dir),
-                   max_content_length=int(env.get("MAX_CONTENT_LENGTH", defaults.max_content_length)),
-                   db_max_connections=int(env.get("DB_MAX_CONNECTIONS", defaults.db_max_connections)))
+PUBLIC_ENDPOINTS = frozenset({"users.create_user", "docs.openapi_document"})
 
 
-def make_database(config: Config) -> PooledPostgresqlDatabase:
-    """A connection pool; left uninitialised (``db.init`` later) when no URL is configured."""
-    database = PooledPostgresqlDatabase(None, max_connections=config.db_max_connections,
-                                        stale_timeout=300, timeout=10)
-    if config.database_url:
-        params = parse(config.database_url)
-        database.init(params.pop("database"), **params)
-    return database
+class IdConverter(IntegerConverter):
+    """A database id in a path: 0..2**31-1; a larger number is an unknown id (404), not a
+    value PostgreSQL refuses (500). (Refusing it with Werkzeug's ``max`` would answer 405.)"""
+
+    def to_python(self, value: str) -> int:
+        number = super().to_python(value)
+        if number > validation.MAX_ID:
+            raise NotFound("no such id")
+        return number
 
 
-def create_app(config: Config | None = None, database=None) -> Flask:
+def create_app(config: Config | None = None, db=None) -> Flask:
     config = config or Config.from_env()
-    database = database if database is not None else make_database(config)
-    models.db.initialize(database)
-
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.max_content_length
-    app.extensions["task_db"] = database
+    app.url_map.converters["id"] = IdConverter
+    app.extensions["task_config"] = config
     app.extensions["image_storage"] = ImageStorage(config.storage_dir)
     errors.register(app)
+    database.init_app(app, db if db is not None else database.make_database(config))
 
     @app.before_request
-    def connect_and_authenticate():
-        database.connect(reuse_if_open=True)
+    def authenticate_caller():
         # Unrouted requests (404/405) are authenticated too: no endpoint discovery anonymously.
         if request.endpoint not in PUBLIC_ENDPOINTS:
             g.user = authenticate(request)
 
-    @app.teardown_request
-    def release_connection(exc):
-        if not database.is_closed():
-            database.close()  # back to the pool
-
-    for blueprint in (users.bp, tasks.bp, stats.bp):
+    for blueprint in (users.bp, tasks.bp, claims.bp, stats.bp, docs.bp):
         app.register_blueprint(blueprint)
 
-    @app.cli.command("init-db")
-    def init_db_command():
-        """Create the tables and indexes."""
-        models.create_schema(database)
+    @app.cli.command("reconcile")
+    def reconcile_command():
+        """Remove orphaned image files and stale staged uploads; print what was done."""
+        click.echo(json.dumps(reconcile_app(app).as_dict()))
 
     return app
 

@@ -1,4 +1,8 @@
-"""Opaque bearer tokens: issued at user creation, stored as SHA-256 hashes."""
+"""Opaque bearer tokens: issued at user creation, stored as SHA-256 hashes.
+
+``Authorization: Bearer <token>``; the scheme name is case-insensitive (RFC 9110, section 11.1),
+one or more spaces may separate it from the token.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +14,8 @@ from werkzeug.exceptions import Unauthorized
 
 from .models import User
 
-_BEARER = re.compile(r"Bearer ([A-Za-z0-9_-]{20,128})")
+TOKEN_PATTERN = r"[A-Za-z0-9_-]{20,128}"
+_BEARER = re.compile(rf"bearer +({TOKEN_PATTERN})", re.IGNORECASE | re.ASCII)
 
 
 def hash_token(token: str) -> str:

@@ -1,8 +1,18 @@
-"""Every error leaves the service as JSON: {"error": {"code", "message"[, "field"]}}."""
+"""Every error leaves the service as JSON: {"error": {"code", "message"[, "field"]}}.
+
+``code`` is the HTTP reason phrase in snake case (``bad_request``, ``not_found``, ...); ``field``
+names the input at fault when there is one. The same shape is written by the gunicorn worker
+for the errors gunicorn answers itself (``server.py``), and documented in ``openapi.py``.
+"""
 from __future__ import annotations
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import BadRequest, HTTPException
+import errno
+
+from flask import Flask, current_app, jsonify
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
+
+# Write failures that mean "no room": the disk or the quota is full, or the file-size limit.
+STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class InvalidField(BadRequest):
@@ -13,25 +23,47 @@ class InvalidField(BadRequest):
         self.field = field
 
 
-def _code(exc: HTTPException) -> str:
-    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+class InsufficientStorage(HTTPException):
+    """507 (RFC 4918): Werkzeug has no class for it."""
+
+    code = 507
+    description = "There is no room to store the data."
+
+
+def error_code(name: str) -> str:
+    return (name or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict:
+    body = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return {"error": body}
 
 
 def http_error(exc: HTTPException):
-    body = {"code": _code(exc), "message": exc.description}
-    if getattr(exc, "field", None):
-        body["field"] = exc.field
-    response = jsonify({"error": body})
+    response = jsonify(error_body(error_code(exc.name), exc.description,
+                                  getattr(exc, "field", None)))
     response.status_code = exc.code or 500
     for name, value in exc.get_headers():
         if name.lower() != "content-type":
-            response.headers[name] = value  # e.g. Allow on 405
+            response.headers[name] = value  # e.g. Allow on 405, Retry-After on 503
     if response.status_code == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="tasks"'
     return response
+
+
+def os_error(exc: OSError):
+    """No room to store an upload is 507 (nothing was written); any other OSError is a bug."""
+    if exc.errno in STORAGE_FULL:
+        current_app.logger.warning("image storage full: %s", exc)
+        return http_error(InsufficientStorage("no room to store the image, retry later"))
+    current_app.logger.error("unexpected OS error", exc_info=exc)
+    return http_error(InternalServerError())
 
 
 def register(app: Flask) -> None:
     # Unhandled exceptions reach this handler as InternalServerError (after Flask has logged
     # them and sent got_request_exception), so a 500 is JSON too.
     app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(OSError, os_error)

@@ -1,10 +1,18 @@
-"""Tables of the task service, their indexes and the explicit schema set-up."""
+"""Tables of the task service, their indexes and the explicit schema set-up.
+
+A task is ``free`` until claimed. A claim is a lease: ``lease_id`` (a secret the claimant gets
+back), ``claimed_by``, ``claimed_at`` and ``lease_expires_at``. The claimant either completes
+the task (``completed_at``: done for good) or releases it (free again); a lease that runs out
+makes the task claimable again without any background job: claiming looks for free tasks and
+for expired leases alike, in id order.
+"""
 from __future__ import annotations
 
 from peewee import (
     SQL,
     BigIntegerField,
     BooleanField,
+    Case,
     CharField,
     Database,
     DatabaseProxy,
@@ -13,9 +21,12 @@ from peewee import (
     IntegerField,
     Model,
     TextField,
+    UUIDField,
+    fn,
 )
+from playhouse.postgres_ext import DateTimeTZField
 
-# Bound to the application's database by ``create_app``.
+# Bound to the application's database by ``database.init_app``.
 db = DatabaseProxy()
 
 STATS_ROW = 1
@@ -42,6 +53,12 @@ class Task(BaseModel):
     owner = ForeignKeyField(User, on_delete="CASCADE", index=False)
     image_type = CharField(max_length=100, null=True)  # MIME type detected at upload
     image_ext = CharField(max_length=10, null=True)  # file name extension, without the dot
+    claimed_by = ForeignKeyField(User, null=True, on_delete="SET NULL", index=False,
+                                 backref="claims", column_name="claimed_by_id")
+    claimed_at = DateTimeTZField(null=True)
+    lease_id = UUIDField(null=True)
+    lease_expires_at = DateTimeTZField(null=True)
+    completed_at = DateTimeTZField(null=True)
 
 
 class Stats(BaseModel):
@@ -51,10 +68,22 @@ class Stats(BaseModel):
     tasks_created = BigIntegerField(default=0)
 
 
+# A claim whose lease ran out, not completed: as good as free.
+LEASE_EXPIRED = (~Task.free & Task.completed_at.is_null()
+                 & (Task.lease_expires_at <= fn.now()))
+CLAIMABLE = Task.free | LEASE_EXPIRED
+# The state a reader sees, computed by the database's clock at read time.
+STATE = Case(None, [(Task.completed_at.is_null(False), "done"), (CLAIMABLE, "free")],
+             "claimed").alias("state")
+
 User.add_index(SQL('CREATE UNIQUE INDEX IF NOT EXISTS "user_email_lower" ON "user" (lower("email"))'))
 Task.add_index(Task.index(Task.owner, Task.id, name="task_owner_id_id"))
-# Only free tasks, in FIFO order: what claiming a task looks for.
+# Only free tasks, in FIFO order: what claiming a task looks for first.
 Task.add_index(Task.index(Task.owner, Task.id, where=Task.free, name="task_free_owner_id_id"))
+# Only open claims, by expiry: where claiming finds leases that ran out.
+Task.add_index(Task.index(Task.owner, Task.lease_expires_at,
+                          where=(~Task.free & Task.completed_at.is_null()),
+                          name="task_open_claim_owner_id_expiry"))
 
 MODELS = (User, Task, Stats)
 

@@ -1,49 +1,29 @@
-"""Task images on disk: format detection, atomic placement, removal."""
+"""Task images on disk: staging, atomic placement, removal, and the listing the reconciler reads.
+
+Files live in one absolute directory, named ``<task id>.<ext>``. An upload is first written to
+a staged file ``.upload-<pid>-<random>.tmp`` in the same directory (so placing it is an atomic
+rename) before any database work; it is placed under its final name inside the transaction
+that inserts the row. Creating the directory is not an import-time side effect: it happens on
+the first write (and in ``flask reconcile``).
+"""
 from __future__ import annotations
 
 import contextlib
-import mimetypes
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
-_PREFIX = 64  # bytes Pillow's format signatures look at
-
-
-@dataclass(frozen=True)
-class ImageKind:
-    mime: str
-    ext: str
-
-
-def detect_image(data: bytes) -> ImageKind | None:
-    """The image format of ``data`` by Pillow's signature checks (any format Pillow knows that
-    has an image/* MIME type); None when it is not a recognised image."""
-    Image.init()
-    prefix = data[:_PREFIX]
-    for fmt in Image.ID:
-        accept = Image.OPEN[fmt][1]
-        mime = Image.MIME.get(fmt, "")
-        if accept is None or not mime.startswith("image/"):
-            continue
-        with contextlib.suppress(Exception):  # a signature check may choke on short input
-            if accept(prefix):
-                ext = mimetypes.guess_extension(mime) or next(
-                    (e for e, f in Image.registered_extensions().items() if f == fmt), "")
-                return ImageKind(mime, ext.lstrip(".") or "img")
-    return None
+STAGED_PREFIX = ".upload-"
+STAGED_SUFFIX = ".tmp"
+_PLACED = re.compile(r"([0-9]{1,18})\.([a-z0-9]{1,10})")
+_STAGED = re.compile(rf"{re.escape(STAGED_PREFIX)}([0-9]+)-.*{re.escape(STAGED_SUFFIX)}")
 
 
 class ImageStorage:
-    """Files named ``<task id>.<ext>`` in one absolute directory (created at start)."""
-
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root).absolute()
 
     @staticmethod
     def name(task_id: int, ext: str) -> str:
@@ -52,14 +32,21 @@ class ImageStorage:
     def path(self, task_id: int, ext: str) -> Path:
         return self.root / self.name(task_id, ext)
 
+    def ensure_root(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
     @contextlib.contextmanager
     def staged(self, data: bytes) -> Iterator[Path]:
-        """A temporary file holding ``data`` in the storage directory (same file system, so
-        ``place`` is an atomic rename); removed on exit unless it was placed."""
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".upload-", suffix=".tmp")
+        """A temporary file holding ``data`` in the storage directory; removed on exit unless it
+        was placed. A full disk fails here, before the database is touched."""
+        self.ensure_root()
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f"{STAGED_PREFIX}{os.getpid()}-",
+                                   suffix=STAGED_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the row that points at it commits
             yield Path(tmp)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -76,3 +63,29 @@ class ImageStorage:
             if ext:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.path(task_id, ext))
+
+    def placed_files(self) -> dict[int, list[str]]:
+        """Task id -> extensions of the placed files found (normally one)."""
+        found: dict[int, list[str]] = {}
+        for entry in self._entries():
+            match = _PLACED.fullmatch(entry.name)
+            if match:
+                found.setdefault(int(match.group(1)), []).append(match.group(2))
+        return found
+
+    def staged_files(self) -> list[tuple[Path, int, float]]:
+        """(path, writer pid, modification time) of every staged upload."""
+        staged = []
+        for entry in self._entries():
+            match = _STAGED.fullmatch(entry.name)
+            if match:
+                with contextlib.suppress(FileNotFoundError):
+                    staged.append((Path(entry.path), int(match.group(1)), entry.stat().st_mtime))
+        return staged
+
+    def _entries(self) -> list[os.DirEntry]:
+        try:
+            with os.scandir(self.root) as it:
+                return [e for e in it if e.is_file(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []

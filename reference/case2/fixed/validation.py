@@ -1,12 +1,23 @@
-"""Parsing and validation of request input; every failure is a 400 naming the field."""
+"""Reading and validating request input; every failure is a 400 naming the field (413 for a
+body over the limit, 415 for a body that is neither JSON nor multipart).
+
+The body is read here, in bounded reads, whatever its framing: with ``Content-Length`` over the
+limit Werkzeug refuses it up front, and a chunked body is counted while it arrives. (Werkzeug's
+``get_data()`` on a chunked body stops silently at ``MAX_CONTENT_LENGTH`` and returns what it
+read, which is how an over-long upload used to be stored truncated with a 201.)
+"""
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+import uuid
 from typing import Any
 
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from .errors import InvalidField
 
@@ -14,46 +25,123 @@ MAX_EMAIL = 254
 MAX_META = 10_000
 DEFAULT_PAGE = 50
 MAX_PAGE = 100
+MAX_ID = 2**31 - 1  # task and user ids are PostgreSQL integers
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
-_UINT = re.compile(r"[0-9]{1,18}")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_UINT = re.compile(r"[0-9]{1,10}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+_READ = 64 * 1024
 
 
-def json_object(request: Request) -> dict[str, Any]:
-    """The JSON body; 415 if it is not JSON, 400 if malformed or not an object."""
-    body = request.get_json()
+def body_bytes(request: Request, limit: int) -> bytes:
+    """The whole body, at most ``limit`` bytes; 413 beyond, however it is framed."""
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge()
+    if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+        # Chunked: the server ends the stream; count here (Werkzeug's wrapper would refuse a
+        # body of exactly ``limit`` bytes and, read whole, truncate a longer one).
+        stream = request.environ["wsgi.input"]
+    else:
+        stream = request.stream
+    chunks, size = [], 0
+    while True:
+        chunk = stream.read(min(_READ, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise RequestEntityTooLarge()
+        chunks.append(chunk)
+
+
+def json_object(request: Request, limit: int, optional: bool = False) -> dict[str, Any]:
+    """The JSON body; 415 if it is not JSON, 400 if malformed, nested too deeply or not an
+    object. ``optional``: no body at all reads as ``{}``."""
+    data = body_bytes(request, limit) if request.is_json or optional else b""
+    if optional and not data:
+        return {}
+    if not request.is_json:
+        raise UnsupportedMediaType("the body must be application/json")
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        raise InvalidField("body", "the JSON body is nested too deeply") from None
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise InvalidField("body", f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidField("body", "the body must be a JSON object")
     return body
 
 
-def string(value: Any, field: str, max_length: int) -> str:
+def multipart_parts(request: Request, limit: int) -> dict[str, bytes]:
+    """The parts of a ``multipart/form-data`` body by name, as bytes (text parts are decoded
+    strictly by the caller: invalid UTF-8 is an error, not replaced)."""
+    boundary = request.mimetype_params.get("boundary", "").encode("latin-1", "replace")
+    if not boundary:
+        raise InvalidField("body", "multipart body without a boundary")
+    decoder = MultipartDecoder(boundary, max_parts=8)
+    decoder.receive_data(body_bytes(request, limit))
+    decoder.receive_data(None)
+    parts: dict[str, bytes] = {}
+    current = None
+    try:
+        while True:
+            event = decoder.next_event()
+            if isinstance(event, (Epilogue, NeedData)):
+                break
+            if isinstance(event, (Field, File)):
+                current = event.name
+                if current in parts:
+                    raise InvalidField(current, f"{current} is given twice")
+                parts[current] = b""
+            elif isinstance(event, Data) and current is not None:
+                parts[current] += event.data
+    except ValueError as exc:
+        raise InvalidField("body", f"malformed multipart body: {exc}") from None
+    if isinstance(event, NeedData):
+        raise InvalidField("body", "the multipart body ends before its closing boundary")
+    return parts
+
+
+def text(value: Any, field: str, max_length: int) -> str:
+    """A string PostgreSQL can store: no NUL, no lone surrogate, at most ``max_length``
+    characters."""
     if not isinstance(value, str):
         raise InvalidField(field, f"{field} must be a string")
     if len(value) > max_length:
         raise InvalidField(field, f"{field} is longer than {max_length} characters")
-    # PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8: both
-    # would fail in the driver (500) instead of here (found by taskcheck's hostile workload).
-    if "\x00" in value or _SURROGATE.search(value):
-        raise InvalidField(field, f"{field} contains a NUL character or a lone surrogate")
+    if "\x00" in value:
+        raise InvalidField(field, f"{field} must not contain the NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField(field, f"{field} contains a lone surrogate (not valid Unicode)") from None
     return value
+
+
+def utf8(data: bytes, field: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidField(field, f"{field} is not valid UTF-8") from None
 
 
 def email(value: Any) -> str:
     """A syntactically valid address, normalised to lower case."""
-    address = string(value, "email", MAX_EMAIL).strip().lower()
+    address = text(value, "email", MAX_EMAIL).strip().lower()
     if not _EMAIL.fullmatch(address):
         raise InvalidField("email", "email is not a valid address")
     return address
 
 
 def meta(value: Any) -> str:
-    return string(value, "meta", MAX_META)
+    return text(value, "meta", MAX_META)
 
 
 def base64_bytes(value: Any, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidField(field, f"{field} must be a base64 string")
     try:
-        data = base64.b64decode(string(value, field, 2**31), validate=True)
+        data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidField(field, f"{field} is not valid base64") from None
     if not data:
@@ -61,16 +149,27 @@ def base64_bytes(value: Any, field: str) -> bytes:
     return data
 
 
-def uint(args, name: str, default: int, maximum: int | None = None) -> int:
+def lease_id(value: Any) -> uuid.UUID:
+    if isinstance(value, str) and _UUID.fullmatch(value):
+        return uuid.UUID(value)
+    raise InvalidField("lease", "lease must be the lease id the claim returned")
+
+
+def integer(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidField(field, f"{field} must be an integer between {low} and {high}")
+    return value
+
+
+def uint(args, name: str, default: int, low: int, high: int) -> int:
     raw = args.get(name)
     if raw is None:
         return default
-    if not _UINT.fullmatch(raw) or (maximum is not None and not 1 <= int(raw) <= maximum):
-        bound = f" between 1 and {maximum}" if maximum is not None else ""
-        raise InvalidField(name, f"{name} must be an integer{bound}")
+    if not _UINT.fullmatch(raw) or not low <= int(raw) <= high:
+        raise InvalidField(name, f"{name} must be an integer between {low} and {high}")
     return int(raw)
 
 
 def page(args) -> tuple[int, int]:
     """Keyset pagination: (after id, limit)."""
-    return uint(args, "after", 0), uint(args, "limit", DEFAULT_PAGE, MAX_PAGE)
+    return uint(args, "after", 0, 0, MAX_ID), uint(args, "limit", DEFAULT_PAGE, 1, MAX_PAGE)

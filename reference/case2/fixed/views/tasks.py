@@ -1,113 +1,110 @@
-"""Tasks of the authenticated user: list, create, read, image, delete, claim."""
+"""Tasks of the authenticated user: list, create, read, image, delete."""
 from __future__ import annotations
 
 from flask import Blueprint, g, request, send_from_directory, url_for
-from werkzeug.exceptions import NotFound
+from peewee import IntegrityError
+from werkzeug.exceptions import NotFound, Unauthorized, UnsupportedMediaType
 
 from .. import validation
 from ..errors import InvalidField
+from ..images import inspect_image
 from ..models import Task, count_created_task, db
-from ..storage import detect_image
-from . import image_storage
+from ..reconcile import lock_placement
+from . import config, image_storage, own_task, task_json, tasks_with_state
 
 bp = Blueprint("tasks", __name__)
 
-
-def task_json(task: Task) -> dict:
-    return {"id": task.id, "free": task.free, "meta": task.metadata, "owner_id": task.owner_id,
-            "image_type": task.image_type}
-
-
-def own_task(task_id: int) -> Task:
-    """The caller's task; 404 for unknown ids and for other users' tasks alike."""
-    task = Task.get_or_none((Task.id == task_id) & (Task.owner == g.user.id))
-    if task is None:
-        raise NotFound("no such task")
-    return task
+FOREIGN_KEY_VIOLATION = "23503"
 
 
 def _task_input() -> tuple[str, bytes]:
-    """(meta, image bytes) from a JSON body ``{"meta", "image": base64}`` or from a raw image
-    body (``Content-Type: image/*``) with ``?meta=``."""
-    if request.mimetype.startswith("image/"):
-        return validation.meta(request.args.get("meta")), request.get_data(cache=False)
-    body = validation.json_object(request)
+    """(meta, image bytes) from a JSON body ``{"meta", "image": base64}`` or from a
+    ``multipart/form-data`` body with the parts ``meta`` (UTF-8 text) and ``image`` (a file)."""
+    limit = config().max_content_length
+    if request.mimetype == "multipart/form-data":
+        parts = validation.multipart_parts(request, limit)
+        for name in ("meta", "image"):
+            if name not in parts:
+                raise InvalidField(name, f"the multipart body has no {name} part")
+        if not parts["image"]:
+            raise InvalidField("image", "image is empty")
+        return validation.meta(validation.utf8(parts["meta"], "meta")), parts["image"]
+    if not request.is_json:
+        raise UnsupportedMediaType("send application/json or multipart/form-data")
+    body = validation.json_object(request, limit)
     return validation.meta(body.get("meta")), validation.base64_bytes(body.get("image"), "image")
+
+
+def _insert(meta: str, kind) -> Task:
+    try:
+        return Task.create(owner=g.user.id, metadata=meta, image_type=kind.mime,
+                           image_ext=kind.ext)
+    except IntegrityError as exc:
+        if getattr(getattr(exc, "orig", None), "pgcode", None) == FOREIGN_KEY_VIOLATION:
+            # The user was deleted after this request authenticated it.
+            raise Unauthorized("the user no longer exists") from None
+        raise
 
 
 @bp.get("/tasks")
 def list_tasks():
     after, limit = validation.page(request.args)
-    rows = list(Task.select().where((Task.owner == g.user.id) & (Task.id > after))
+    rows = list(tasks_with_state().where((Task.owner == g.user.id) & (Task.id > after))
                 .order_by(Task.id).limit(limit + 1))
     items = rows[:limit]
     return {"items": [task_json(t) for t in items],
-            "next": items[-1].id if len(rows) > limit else None}
+            "next": items[-1]["id"] if len(rows) > limit else None}
 
 
 @bp.post("/tasks")
 def create_task():
     meta, data = _task_input()
-    kind = detect_image(data)
-    if kind is None:
-        raise InvalidField("image", "image is not in a recognised image format")
+    kind = inspect_image(data, config().max_image_pixels)
     storage = image_storage()
-    with storage.staged(data) as staged:  # file I/O before the transaction starts
-        placed = None
+    with storage.staged(data) as staged:  # file I/O (and a full disk) before the transaction
+        placed = committing = False
         try:
             with db.atomic():
-                task = Task.create(owner=g.user.id, metadata=meta,
-                                   image_type=kind.mime, image_ext=kind.ext)
-                placed = storage.place(staged, task.id, kind.ext)
+                task = _insert(meta, kind)
+                lock_placement(db, task.id)  # the reconciler leaves an in-flight file alone
+                storage.place(staged, task.id, kind.ext)
+                placed = True
                 count_created_task(g.user.id)
+                committing = True  # only COMMIT is left
         except BaseException:
-            if placed is not None:  # the transaction did not commit: no row, so no file
+            # Rolled back: no row, so no file. If COMMIT itself failed, whether it took effect
+            # is unknown: keep the file, the reconciler decides by the row.
+            if placed and not committing:
                 storage.remove([(task.id, kind.ext)])
             raise
-    return task_json(task), 201, {"Location": url_for("tasks.get_task", task_id=task.id)}
+    return task_json(task, "free"), 201, {"Location": url_for("tasks.get_task", task_id=task.id)}
 
 
-@bp.get("/tasks/<int:task_id>")
+@bp.get("/tasks/<id:task_id>")
 def get_task(task_id: int):
     return task_json(own_task(task_id))
 
 
-@bp.get("/tasks/<int:task_id>/image")
+@bp.get("/tasks/<id:task_id>/image")
 def get_task_image(task_id: int):
     task = own_task(task_id)
-    if not task.image_ext:
+    if not task["image_ext"]:
         raise NotFound("task has no image")
     storage = image_storage()
-    response = send_from_directory(storage.root, storage.name(task.id, task.image_ext),
-                                   mimetype=task.image_type)
+    name = storage.name(task["id"], task["image_ext"])
+    response = send_from_directory(storage.root, name, mimetype=task["image_type"])
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # Never rendered as a document, whatever a client makes of the bytes.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response.headers["Content-Disposition"] = f'inline; filename="{name}"'
     return response
 
 
-@bp.delete("/tasks/<int:task_id>")
+@bp.delete("/tasks/<id:task_id>")
 def delete_task(task_id: int):
-    with db.atomic():
-        deleted = list(Task.delete().where((Task.id == task_id) & (Task.owner == g.user.id))
-                       .returning(Task.id, Task.image_ext).tuples().execute())
+    deleted = list(Task.delete().where((Task.id == task_id) & (Task.owner == g.user.id))
+                   .returning(Task.id, Task.image_ext).tuples().execute())  # one statement
     if not deleted:
         raise NotFound("no such task")
     image_storage().remove(deleted)  # after COMMIT; a missing file is fine
     return "", 204
-
-
-@bp.post("/take_free_task")
-def take_free_task():
-    """Claim the caller's oldest free task in one statement: concurrent claims skip the row
-    another claim has locked, so a task is never handed out twice."""
-    oldest_free = (Task.select(Task.id)
-                   .where((Task.owner == g.user.id) & Task.free)
-                   .order_by(Task.id).limit(1)
-                   .for_update("FOR UPDATE SKIP LOCKED"))
-    with db.atomic():
-        task = (Task.update(free=False).where(Task.id == oldest_free)
-                .returning(Task).objects().execute())
-        task = next(iter(task), None)
-    if task is None:
-        raise NotFound("no free task")
-    response = task_json(task)
-    return response, 200, {"Cache-Control": "no-store"}

@@ -1,4 +1,4 @@
-"""POST /users, GET and DELETE /users/<id>."""
+"""POST /users, GET and DELETE /users/<id>: a user acts on itself only."""
 from __future__ import annotations
 
 from flask import Blueprint, g, request, url_for
@@ -7,7 +7,7 @@ from werkzeug.exceptions import Conflict, Forbidden
 
 from .. import auth, validation
 from ..models import Task, User, db
-from . import image_storage
+from . import config, image_storage
 
 bp = Blueprint("users", __name__)
 
@@ -24,7 +24,7 @@ def _own_id(user_id: int) -> int:
 
 @bp.post("/users")
 def create_user():
-    email = validation.email(validation.json_object(request).get("email"))
+    email = validation.email(validation.json_object(request, config().max_content_length).get("email"))
     token, token_hash = auth.new_token()
     try:
         with db.atomic():
@@ -35,13 +35,13 @@ def create_user():
     return {**user_json(user), "token": token}, 201, {"Location": location}
 
 
-@bp.get("/users/<int:user_id>")
+@bp.get("/users/<id:user_id>")
 def get_user(user_id: int):
     _own_id(user_id)
     return user_json(g.user)
 
 
-@bp.delete("/users/<int:user_id>")
+@bp.delete("/users/<id:user_id>")
 def delete_user(user_id: int):
     _own_id(user_id)
     with db.atomic():
