@@ -81,6 +81,7 @@ def get_task_image(task_id: int):
     response = send_from_directory(storage.root, storage.name(task.id, task.image_ext),
                                    mimetype=task.image_type)
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "private, no-cache"  # C2-50: the owner's, revalidated on reuse
     return response
 
 
