@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image, UnidentifiedImageError
 
-from case1_support import (AS_GIVEN, FAILURE_MESSAGE, PATCHED, args_namespace, load_module,
+from case1_support import (AS_GIVEN, FAILURE_MESSAGE, PATCHED, args_namespace, exact_magic, load_module,
                            not_image_lines, run_script, swallowed, write_variant)
 from workbench.classifier_server import ClassifierServer
 from workbench.image_corpus import make_images, pixels
@@ -208,16 +208,6 @@ def test_bare_except_hides_the_cause(corpus, server, capsys):
     assert [type(e) for e in caught] == [AttributeError]
     assert capsys.readouterr().out == (FAILURE_MESSAGE + "\n") * 3
     assert server.counters.snapshot()["connections"] == 0  # the API was never contacted
-
-
-def exact_magic(image: np.ndarray):
-    """The magic-number formula in exact integers; one number per channel of a colour image."""
-    rows = np.arange(1, image.shape[0] + 1, dtype=np.int64)
-    cols = np.arange(1, image.shape[1] + 1, dtype=np.int64)
-    wide, n = image.astype(np.int64), image.shape[0] * image.shape[1]
-    if wide.ndim == 2:
-        return int(rows @ wide @ cols) / n
-    return [int(rows @ wide[..., c] @ cols) / n for c in range(wide.shape[2])]
 
 
 @pytest.mark.finding("C1-29", side="as_given")
