@@ -45,6 +45,7 @@ from . import stacks
 SIDES = matrix_mod.SIDES
 DEMONSTRATING_SIDES = matrix_mod.DEMONSTRATING_SIDES
 STACK2020_MODES = ("auto", "require", "off")
+NOTHING_FOR_2020 = "no as-given evidence selected"
 _KEY = pytest.StashKey[dict]()
 
 
@@ -265,7 +266,7 @@ def _start_stack2020(session, config, items, state) -> None:
               and _runs_on_2020(i, state["links"].get(i.nodeid, []))]
     if mode == "off" or not venv or not wanted:
         reason = ("--stack2020=off" if mode == "off" else
-                  "no 2020 environment configured" if not venv else "no as-given evidence selected")
+                  "no 2020 environment configured" if not venv else NOTHING_FOR_2020)
         state["stack2020_note"] = {"ran": False, "reason": reason}
         return
     python, why = stacks.python2020(state["root"] / venv)
@@ -352,10 +353,7 @@ class OutcomeRecorder:
 
 
 def _environment() -> dict:
-    from . import machine  # lazily: psutil
-
-    info = machine.describe()
-    return {"python": info["python"], "packages": info["packages"]}
+    return stacks.environment()
 
 
 def _own_report(state) -> dict:
@@ -429,6 +427,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
           f"{c['absent_today']}), behaviour differs {c['behaviour_differs']}; fixed passes "
           f"{c['fixed_passes']}, pending {c['fixed_pending']}; written to {state['written_to']}")
     note = matrix["stacks"]["2020"]
+    if note.get("reason") == NOTHING_FOR_2020:
+        return
     if note.get("ran"):
         env = note.get("environment", {})
         write(f"2020 stack (Python {env.get('python')}, run in the background, "

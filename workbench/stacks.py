@@ -20,6 +20,7 @@ import argparse
 import glob
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,21 @@ def today_only() -> None:
         import pytest
 
         pytest.skip("the redesigned code runs on today's stack only", allow_module_level=True)
+
+
+def environment() -> dict:
+    """Python and the versions of the packages under study, as the matrix shows them per stack."""
+    from importlib import metadata
+
+    from .machine import RELEVANT_PACKAGES
+
+    versions = {}
+    for name in RELEVANT_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"python": platform.python_version(), "packages": versions}
 
 
 # --------------------------------------------------------------------------- finding Python 3.8
