@@ -261,7 +261,7 @@ def _child_args(config) -> list[str]:
 
 def _start_stack2020(session, config, items, state) -> None:
     mode = config.getoption("--stack2020")
-    venv = config.getini("stack2020_venv")
+    venv = os.environ.get("WORKBENCH_VENV2020") or config.getini("stack2020_venv")
     wanted = [i for i in items if isinstance(i, pytest.Function)
               and _runs_on_2020(i, state["links"].get(i.nodeid, []))]
     if mode == "off" or not venv or not wanted:

@@ -148,3 +148,16 @@ def test_readability_nits_are_in_the_source():
 def test_fixed_source_builds_image_path_once():
     source = (AS_GIVEN.parents[1] / "fixed" / "app.py").read_text()
     assert source.count("task_images") <= 1 and "== True" not in source
+
+
+@pytest.mark.both_stacks
+def test_first_request_shim_only_where_flask_lacks_the_api(stack):
+    """The as-given service runs on Flask's own ``before_first_request`` where it exists (the
+    2020 stack, Flask 1.1), and on the shim of ``_compat.py`` where Flask removed it (2.3+)."""
+    module = load_app_module(fresh=True)
+    native = getattr(flask.Flask, "before_first_request", None)
+    if stack == "2020":
+        assert native is not None and module.app.before_first_request.__func__ is native
+        assert module.app.before_first_request_funcs == [module.initialize_db]
+    else:
+        assert native is None and module.app.before_first_request.__module__.endswith("_compat")
