@@ -63,17 +63,9 @@ def today_only() -> None:
 
 def environment() -> dict:
     """Python and the versions of the packages under study, as the matrix shows them per stack."""
-    from importlib import metadata
+    from .machine import package_versions
 
-    from .machine import RELEVANT_PACKAGES
-
-    versions = {}
-    for name in RELEVANT_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return {"python": platform.python_version(), "packages": versions}
+    return {"python": platform.python_version(), "packages": package_versions()}
 
 
 # --------------------------------------------------------------------------- finding Python 3.8
