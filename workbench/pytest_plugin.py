@@ -264,6 +264,8 @@ def _start_stack2020(session, config, items, state) -> None:
     venv = os.environ.get("WORKBENCH_VENV2020") or config.getini("stack2020_venv")
     wanted = [i for i in items if isinstance(i, pytest.Function)
               and _runs_on_2020(i, state["links"].get(i.nodeid, []))]
+    if config.option.collectonly:
+        return
     if mode == "off" or not venv or not wanted:
         reason = ("--stack2020=off" if mode == "off" else
                   "no 2020 environment configured" if not venv else NOTHING_FOR_2020)
@@ -407,7 +409,7 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_unconfigure(config):
     run = config.stash.get(_KEY, {}).get("stack2020")
     if run is not None:
-        run.stop()
+        run.close()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

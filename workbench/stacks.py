@@ -208,6 +208,11 @@ class Stack2020Run:
             except subprocess.TimeoutExpired:
                 continue
 
+    def close(self, timeout: float = 60) -> None:
+        """Stop the run and wait until its PostgreSQL server (if it started one) is stopped too."""
+        self.stop()
+        self._done.wait(timeout)
+
     def wait(self) -> dict:
         """Block until the run ends; its report (the stack report plus how the process ended)."""
         self._done.wait()
