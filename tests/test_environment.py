@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import yaml
@@ -15,6 +14,8 @@ def _norm(name: str) -> str:
 
 
 def _direct_dependencies() -> set[str]:
+    import tomllib  # here, not at the top: the 2020 run collects this module on Python 3.8
+
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     return {_norm(re.split(r"[<>=!~\[ ;]", d)[0]) for d in deps}
 

@@ -13,7 +13,12 @@ pytest_plugins = ["pytester"]
 CODE = "def f(x):\n    return x / 0\n\n\ndef g():\n    pass\n"
 
 
-def _entry(fid: str, lines: tuple[int, int], sha: str) -> str:
+def _entry(fid: str, lines: tuple[int, int], sha: str, stacks: bool = False) -> str:
+    described = textwrap.indent(textwrap.dedent("""\
+        stacks:
+          "2020": На стеке задачи так.
+          today: Сегодня иначе.
+        """), "  ") if stacks else ""
     return textwrap.dedent(f"""\
         - id: {fid}
           title: Проверочная находка {fid}
@@ -25,7 +30,7 @@ def _entry(fid: str, lines: tuple[int, int], sha: str) -> str:
             sha: "{sha}"
           problem: Деление на ноль.
           fix: Не делить на ноль.
-        """)
+        """) + described
 
 
 @pytest.fixture
@@ -70,17 +75,19 @@ TEST_C1_01 = """
 
 def test_clean_registry_passes_and_matrix_is_written(project):
     result = project(_entry("C1-01", (1, 2), project.sha), TEST_C1_01)
-    result.assert_outcomes(passed=4, skipped=1)
+    result.assert_outcomes(passed=5, skipped=1)
     matrix = json.loads(project.pytester.path.joinpath("out", "matrix.json").read_text())
     row = matrix["findings"]["C1-01"]
-    assert (row["as_given"], row["fixed"]) == ("demonstrated", "pending")
+    assert (row["as_given"], row["fixed"]) == ({"2020": "not run", "today": "demonstrated"}, "pending")
+    assert row["behaviour_differs"] is False
     assert matrix["complete_run"] is True
+    assert matrix["stacks"]["2020"] == {"ran": False, "reason": "no 2020 environment configured"}
 
 
 def test_finding_without_evidence_fails_the_run(project):
     registry = _entry("C1-01", (1, 2), project.sha) + _entry("C1-02", (1, 2), project.sha)
     result = project(registry, TEST_C1_01)
-    result.assert_outcomes(passed=3, failed=1, skipped=1)
+    result.assert_outcomes(passed=4, failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*every-finding-has-evidence*",
                                  "*C1-02 (Проверочная находка C1-02) has no evidence test*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -163,3 +170,43 @@ def test_finding_option_refuses_an_empty_selection(project):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*no test is marked with finding C1-02 on side fixed*"])
     assert project.pytester.runpytest("--finding", "C1-02").ret == pytest.ExitCode.USAGE_ERROR  # needs --side
+
+
+TEST_STACK_DEPENDENT = """
+    import pytest
+
+    @pytest.mark.finding("C1-01", side="as_given")
+    def test_divides_by_zero(stack):
+        assert stack == "today"
+
+    @pytest.mark.finding("C1-01", side="fixed")
+    def test_fixed():
+        pass
+"""
+
+
+def test_stack_dependent_evidence_must_describe_both_stacks(project):
+    result = project(_entry("C1-01", (1, 2), project.sha), TEST_STACK_DEPENDENT)
+    result.stdout.fnmatch_lines(["*stack-differences-are-described*",
+                                 "*C1-01: its as-given evidence depends on the stack; describe both*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result = project(_entry("C1-01", (1, 2), project.sha, stacks=True), TEST_C1_01)
+    result.stdout.fnmatch_lines(["*C1-01: the registry describes two stacks, but no as-given test*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_defect_of_the_2020_stack_only_is_absent_today(project):
+    tests = TEST_C1_01.replace('side="as_given")', 'side="as_given", stacks=("2020",))')
+    result = project(_entry("C1-01", (1, 2), project.sha, stacks=True), tests)
+    result.assert_outcomes(passed=5, skipped=1)
+    row = json.loads(project.pytester.path.joinpath("out", "matrix.json").read_text())["findings"]["C1-01"]
+    assert row["as_given"] == {"2020": "not run", "today": "absent"} and row["behaviour_differs"] is True
+    result.stdout.fnmatch_lines(["*2020 stack NOT RUN (no 2020 environment configured): 1 findings "
+                                 "checked on today's stack only: C1-01*"])
+
+
+def test_stacks_mark_names_known_stacks_on_a_demonstrating_side(project):
+    tests = TEST_C1_01.replace('side="as_given")', 'side="as_given", stacks=("2019",))')
+    result = project(_entry("C1-01", (1, 2), project.sha), tests)
+    result.stdout.fnmatch_lines(["*stacks= names the stacks an as-given defect is on*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from .stacks import STACKS
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REGISTRY = ROOT / "review" / "findings"
 
@@ -130,8 +132,21 @@ def validate(findings: list[Finding], root: Path = ROOT) -> list[str]:
             errors.append(f"{where}: severity {f.severity!r} is not one of {', '.join(SEVERITIES)}")
         if f.category not in CATEGORIES:
             errors.append(f"{where}: category {f.category!r} is not one of {', '.join(CATEGORIES)}")
+        errors.extend(_check_stacks(f))
         errors.extend(_check_location(f, root))
     return errors
+
+
+def _check_stacks(f: Finding) -> list[str]:
+    """``stacks:`` (optional) describes the behaviour on each stack where they differ."""
+    described = f.extra.get("stacks")
+    if described is None:
+        return []
+    if not isinstance(described, dict) or sorted(map(str, described)) != sorted(STACKS) \
+            or not all(isinstance(v, str) and v.strip() for v in described.values()):
+        return [f'{f.source.name} {f.id}: stacks needs non-empty text for "2020" and today '
+                '(quote "2020": YAML reads it as a number otherwise)']
+    return []
 
 
 def _check_location(f: Finding, root: Path) -> list[str]:

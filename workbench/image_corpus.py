@@ -27,6 +27,10 @@ class Entry:
     size: tuple[int, int] | None = None  # (width, height)
 
 
+# Pillow 9.1 moved the dithering constants into an enum; Pillow 7/8 (the 2020 stack) has Image.NONE.
+_NO_DITHER = Image.Dither.NONE if hasattr(Image, "Dither") else Image.NONE
+
+
 def pixels(width: int, height: int, mode: str, seed: int) -> Image.Image:
     """A smooth gradient with seeded noise: compresses like a photo, not like white noise."""
     rng = np.random.default_rng(seed)
@@ -37,7 +41,7 @@ def pixels(width: int, height: int, mode: str, seed: int) -> Image.Image:
     array = np.stack(layers, axis=-1).astype(np.uint8)
     if mode in ("L", "P"):
         image = Image.fromarray(array[..., 0], "L")
-        return image.quantize(colors=32, dither=Image.Dither.NONE) if mode == "P" else image
+        return image.quantize(colors=32, dither=_NO_DITHER) if mode == "P" else image
     return Image.fromarray(array, mode)
 
 

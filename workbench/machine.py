@@ -25,14 +25,20 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe() -> dict:
-    """A JSON-ready description of this machine and the versions that matter."""
+def package_versions() -> dict:
+    """Installed versions of the packages that matter (the ones installed)."""
     versions = {}
     for name in RELEVANT_PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    return versions
+
+
+def describe() -> dict:
+    """A JSON-ready description of this machine and the versions that matter."""
+    versions = package_versions()
     return {
         "cpu": _cpu_model(),
         "logical_cores": os.cpu_count(),

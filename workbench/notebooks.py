@@ -8,9 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -20,8 +17,12 @@ def discover() -> list[Path]:
 
 
 def execute(path: Path, out: Path | None = None, mode: str = "quick",
-            timeout: int = 600, env: dict | None = None) -> nbformat.NotebookNode:
+            timeout: int = 600, env: dict | None = None) -> "nbformat.NotebookNode":
     """Run every cell of ``path`` in a fresh kernel with cwd = notebooks/; optionally save it."""
+    # Imported here: the Jupyter tooling is today's stack only, and workbench must import on 3.8.
+    import nbformat
+    from nbclient import NotebookClient
+
     nb = nbformat.read(path, as_version=4)
     saved = {k: os.environ.get(k) for k in ("WORKBENCH_MODE", *(env or {}))}
     os.environ["WORKBENCH_MODE"] = mode

@@ -33,6 +33,7 @@ import itertools
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -143,8 +144,10 @@ class InProcessServer:
             raise ValueError(f"unknown model {model!r}")
         self.port = self.server.server_port
         self.base_url = f"http://{HOST}:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        # socketserver's loop itself: werkzeug 1.x (the 2020 stack) overrides serve_forever()
+        # without the poll_interval argument; stop() closes the socket either way.
+        self._thread = threading.Thread(target=socketserver.BaseServer.serve_forever,
+                                        args=(self.server, 0.05), daemon=True)
 
     def _warm(self, timeout: float) -> None:
         """Bring every pool thread to its steady state: the first-request hook has run in one
@@ -184,7 +187,9 @@ class InProcessServer:
             with contextlib.suppress(Exception):
                 for f in [self._pool.submit(close) for _ in range(self.threads)]:
                     f.result(timeout=5)
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # cancel_futures exists from Python 3.9; on 3.8 queued jobs still run, and find the
+            # server closed.
+            self._pool.shutdown(wait=False, **({"cancel_futures": True} if sys.version_info >= (3, 9) else {}))
 
     def __enter__(self):
         return self.start()

@@ -37,7 +37,22 @@ CATEGORY_RU = {"correctness": "корректность", "concurrency": "кон
                "readability": "читаемость"}
 STATUS_RU = {"demonstrated": "показано", "failed": "НЕ показано (тест упал)", "passes": "исправлено",
              "fails": "НЕ исправлено (тест упал)", "pending": "ожидается", "skipped": "пропущено",
-             "no test": "нет теста", None: "нет данных (тесты не запускались)"}
+             "no test": "нет теста", None: "нет данных (тесты не запускались)",
+             "absent": "дефекта нет (проверено)", "not run": "не запускалось"}
+STACK_RU = {"2020": "стек задачи (2020)", "today": "сегодня"}
+
+
+def status_ru(status) -> str:
+    """A side's status; the as-given side is per stack ({"2020": ..., "today": ...})."""
+    if isinstance(status, dict):
+        return "; ".join(f"{STACK_RU.get(k, k)}: {STATUS_RU.get(v, v)}" for k, v in status.items())
+    return STATUS_RU.get(status, status)
+
+
+def demonstrated(status) -> bool:
+    """The as-given evidence holds (on some stack, per stack shape)."""
+    values = status.values() if isinstance(status, dict) else [status]
+    return "demonstrated" in values and "failed" not in values
 # Partials (answers to the task's extra questions, load results) shown after each case's narrative.
 PARTIALS = {1: ("case1_questions.md", "case1_volume.md"), 2: ("case2_model.md", "case2_load.md")}
 CASE_TITLES = {1: "Кейс 1: скрипт обработки изображений", 2: "Кейс 2: сервис заданий на Flask"}
@@ -98,7 +113,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True, lstrip_blocks=True)
     env.filters.update(
         severity_ru=SEVERITY_RU.get, category_ru=CATEGORY_RU.get,
-        status_ru=lambda s: STATUS_RU.get(s, s),
+        status_ru=status_ru, demonstrated=demonstrated,
         ms=lambda seconds, digits=2: f"{seconds * 1000:.{digits}f}",
         ratio=lambda a, b, digits=1: f"{a / b:.{digits}f}" if a and b else "н/д",
         indent_block=lambda text, n=4: "\n".join((" " * n + line) if line else line

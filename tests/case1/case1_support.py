@@ -9,6 +9,8 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 AS_GIVEN = ROOT / "reference" / "case1" / "as_given" / "process_images.py"
 PATCHED = ROOT / "reference" / "case1" / "patched" / "process_images.py"
@@ -102,3 +104,13 @@ def args_namespace(url: str, skip_rotation: bool = False, skip_resize: bool = Fa
 
 def not_image_lines(stdout: str) -> list[str]:
     return [line[: -len(" is not an image")] for line in stdout.splitlines() if line.endswith(" is not an image")]
+
+
+def exact_magic(image: np.ndarray):
+    """The magic-number formula in exact integers; one number per channel of a colour image."""
+    rows = np.arange(1, image.shape[0] + 1, dtype=np.int64)
+    cols = np.arange(1, image.shape[1] + 1, dtype=np.int64)
+    wide, n = image.astype(np.int64), image.shape[0] * image.shape[1]
+    if wide.ndim == 2:
+        return int(rows @ wide @ cols) / n
+    return [int(rows @ wide[..., c] @ cols) / n for c in range(wide.shape[2])]

@@ -356,12 +356,15 @@ class QueryCounter:
         box["count"] = len(box["statements"])
 
 
-def evidence(*finding_ids: str, fixed_pending: str | None = None):
+def evidence(*finding_ids: str, fixed_pending: str | None = None, present_on: tuple | None = None):
     """Parametrise a test over ``side``: as_given (the defect is observed) and fixed (the
-    redesigned service does not have it; pending, with the reason, if ``fixed_pending``)."""
+    redesigned service does not have it; pending, with the reason, if ``fixed_pending``).
+    ``present_on``: the stacks the as-given defect exists on, when not all ("2020" or "today");
+    on the others the as-given test checks that it is absent."""
     return pytest.mark.parametrize("side", [
         pytest.param("as_given", id="as_given",
-                     marks=[pytest.mark.finding(f, side="as_given") for f in finding_ids]),
+                     marks=[pytest.mark.finding(f, side="as_given", stacks=present_on)
+                            for f in finding_ids]),
         pytest.param("fixed", id="fixed",
                      marks=[pytest.mark.finding(f, side="fixed") for f in finding_ids]
                      + ([pytest.mark.pending(fixed_pending)] if fixed_pending else [])),

@@ -5,6 +5,7 @@ import ast
 import json
 from pathlib import Path
 
+import flask
 import pytest
 from werkzeug.routing import BuildError
 
@@ -44,7 +45,7 @@ def test_counter_decorator_without_wraps_renames_the_endpoint():
     assert endpoints[("/tasks", ("POST",))] == "wrapper"  # not "create_task"
     with app.test_request_context():
         with pytest.raises(BuildError):
-            app.url_for("create_task")
+            flask.url_for("create_task")
     # A second counted view cannot even be registered: same endpoint name.
     with pytest.raises(AssertionError, match="overwriting an existing endpoint function: wrapper"):
         app.route("/other", methods=["POST"])(module.with_transaction()(module.with_tasks_counter(lambda: None)))
@@ -162,8 +163,9 @@ def test_status_codes_and_field_names_of_responses(service, side):
 def test_readability_nits_are_in_the_source():
     source = AS_GIVEN.read_text()
     tree = ast.parse(source)
+    segment = lambda node: ast.get_source_segment(source, node)  # noqa: E731 - (ast.unparse is 3.9+)
     joins = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-             and ast.unparse(n.func) == "os.path.join" and "task_images" in ast.unparse(n)]
+             and segment(n.func) == "os.path.join" and "task_images" in segment(n)]
     assert len(joins) == 3  # the image path is built in three places
     assert "(Task.free == True)" in source and ".limit(1).first()" in source
     assert "model_to_dict(t, recurse=True)" in source  # recurse=True is already the default
@@ -200,3 +202,16 @@ def test_peewee_needs_neither_eq_true_nor_limit_before_first(monkeypatch):
     assert query.first() is None
     sql, params = query.sql()
     assert sql.endswith("LIMIT %s") and params == [1]
+
+
+@pytest.mark.both_stacks
+def test_first_request_shim_only_where_flask_lacks_the_api(stack):
+    """The as-given service runs on Flask's own ``before_first_request`` where it exists (the
+    2020 stack, Flask 1.1), and on the shim of ``_compat.py`` where Flask removed it (2.3+)."""
+    module = load_app_module(fresh=True)
+    native = getattr(flask.Flask, "before_first_request", None)
+    if stack == "2020":
+        assert native is not None and module.app.before_first_request.__func__ is native
+        assert module.app.before_first_request_funcs == [module.initialize_db]
+    else:
+        assert native is None and module.app.before_first_request.__module__.endswith("_compat")

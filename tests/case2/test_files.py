@@ -1,7 +1,12 @@
 """The image file on disk against the database row, on every path."""
 from __future__ import annotations
 
+import time
+from email.utils import parsedate_to_datetime
+
 import peewee
+
+from workbench.image_corpus import encode, pixels
 
 from .helpers import BMP_1PX, JPEG_4PX, PNG_1PX, evidence
 
@@ -118,3 +123,61 @@ def test_user_deletion_cascades_rows_but_leaves_files(service, side):
         assert left == [f"{t['id']}.jpg" for t in tasks]
     else:
         assert left == []
+
+
+def _cache_directives(response) -> dict:
+    """Cache-Control as {directive: value or None}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in response.headers.get("Cache-Control", "").split(","))):
+        name, _, value = part.partition("=")
+        out[name.lower()] = value or None
+    return out
+
+
+def _photo() -> bytes:
+    return encode(pixels(64, 64, "RGB", 5), "JPEG")
+
+
+@evidence("C2-50", present_on=("2020",))
+def test_owner_only_image_is_publicly_cacheable(image_service, side, stack):
+    svc = image_service
+    user = svc.api.create_user("a@example.com")
+    task = svc.api.create_task(user, image=_photo())
+    r = svc.api.get(f"/tasks/{task['id']}/image", user)
+    assert r.status_code == 200 and r.content == _photo()
+    cache = _cache_directives(r)
+    if side == "as_given" and stack == "2020":
+        # Flask 1.1's send_file: SEND_FILE_MAX_AGE_DEFAULT is 12 hours, and the answer says any
+        # cache, a shared one included, may keep it and serve it without asking again.
+        assert cache == {"public": None, "max-age": "43200"}
+        lifetime = parsedate_to_datetime(r.headers["Expires"]).timestamp() - time.time()
+        assert 43200 - 120 < lifetime <= 43200
+        # The owner deletes the task: the service no longer has the image, what a cache stored
+        # is still fresh for 12 hours.
+        assert svc.api.delete(f"/tasks/{task['id']}", user).status_code == 200
+        assert svc.api.get(f"/tasks/{task['id']}/image", user).status_code == 500
+    elif side == "as_given":
+        # Flask >= 2.0: no max-age by default; "no-cache" makes every reuse ask the service again.
+        assert "public" not in cache and "no-cache" in cache and "Expires" not in r.headers
+    else:
+        assert "private" in cache or "no-store" in cache, cache
+        assert "public" not in cache and "s-maxage" not in cache and cache.get("max-age") in (None, "0")
+
+
+@evidence("C2-51", present_on=("2020",))
+def test_image_download_ignores_conditional_and_range_requests(image_service, side, stack):
+    svc = image_service
+    user = svc.api.create_user("a@example.com")
+    photo = _photo()
+    task = svc.api.create_task(user, image=photo)
+    path = f"/tasks/{task['id']}/image"
+    first = svc.api.get(path, user)
+    again = svc.api.get(path, user, headers={"If-None-Match": first.headers["ETag"]})
+    part = svc.api.get(path, user, headers={"Range": "bytes=0-99"})
+    if side == "as_given" and stack == "2020":
+        # Flask 1.1's send_file is not conditional by default: it sends an ETag it then ignores.
+        assert (again.status_code, again.content) == (200, photo)
+        assert (part.status_code, part.content) == (200, photo) and "Accept-Ranges" not in first.headers
+    else:
+        assert (again.status_code, again.content) == (304, b"")
+        assert (part.status_code, part.content) == (206, photo[:100])

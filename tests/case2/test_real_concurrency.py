@@ -112,15 +112,16 @@ def test_gthread_service_dies_after_a_few_sql_errors(make_process, inspector, si
         _burst(4, lambda: api.request("POST", "/users", json={"email": "a@example.com"}))
         probe = _burst(8, lambda: api.get("/total_tasks_created", user))
         states = [a["state"] for a in inspector.activity()]
-        # 8 probes over 4 threads may miss one: "no thread healthy" also needs every session
-        # the service holds to be stuck in its failed transaction.
-        if all(getattr(r, "status_code", 0) == 500 for r in probe) and "idle" not in states:
+        # All probes failing is not enough: a thread whose first request was a probe answers 500
+        # (C2-06) yet is healthy; stop once every thread's session is aborted as well.
+        if all(getattr(r, "status_code", 0) == 500 for r in probe) and len(states) == 4 \
+                and set(states) == {"idle in transaction (aborted)"}:
             break
     statuses = [getattr(r, "status_code", None) for r in probe]
     if side == "as_given":
         assert statuses == [500] * 8
         assert "current transaction is aborted, commands ignored until end of transaction block" in proc.log()
-        assert states.count("idle in transaction (aborted)") >= 1 and "idle" not in states
+        assert states == ["idle in transaction (aborted)"] * 4
     else:
         assert statuses == [200] * 8
 

@@ -84,6 +84,41 @@ def test_request_hangs_on_row_lock_of_a_transaction_left_open(make_service, side
         other_thread.stop()
 
 
+@evidence("C2-04", "C2-05")
+def test_failed_first_request_of_a_new_thread(make_service, side, stack):
+    """A thread's first request opens its connection inside the decorator's ``manual_commit()``
+    (C2-06); what its writes do when the request then fails depends on the peewee version."""
+    svc = make_service(threads=1)
+    user = svc.api.create_user("a@example.com")
+    new_thread = InProcessServer(svc.module, model="pool", threads=1, warm=False).start()
+    try:
+        api = type(svc.api)(new_thread.base_url, svc.api.auth)
+        broken = api.request("POST", "/tasks", user, json={"meta": "no image"})  # the first there
+        counter = svc.db.tasks_number(user["id"])
+        sessions = sorted((a["state"], a["query"]) for a in svc.db.activity())
+        if side == "as_given" and stack == "2020":
+            # peewee 3.13: begin() only connects, connect() drops the manual_commit marker, and
+            # each write then commits on its own: the failed request's counter is committed at
+            # once, no transaction stays open and nothing is locked ...
+            assert broken.status_code == 500 and counter == 1
+            assert [state for state, _ in sessions] == ["idle", "idle"]
+            # ... so another thread's creation for the same user does not wait
+            assert svc.api.post_task(user).status_code == 200 and svc.db.tasks_number(user["id"]) == 2
+        elif side == "as_given":
+            # peewee 4.5: begin() sends BEGIN on the new connection; the failure leaves that
+            # transaction open with the counter UPDATE in it, holding the user's row (C2-05).
+            assert broken.status_code == 500 and counter == 0
+            assert [state for state, _ in sessions] == ["idle", "idle in transaction"]
+            assert sessions[1][1].startswith('UPDATE "user" SET "tasks_number"')
+        else:
+            assert broken.status_code == 400 and counter == 0
+            assert all(state == "idle" for state, _ in sessions), sessions
+        if side == "as_given":
+            assert svc.error_texts() == ["IndexError: pop from empty list"]  # raised over the KeyError
+    finally:
+        new_thread.stop()
+
+
 @evidence("C2-06")
 def test_thread_per_request_server_answers_500_after_committing(make_service, side):
     svc = make_service(model="per-request")

@@ -52,7 +52,7 @@ def main():
         elapsed, cls, score, image_size = res  # PATCH C1-10
         if elapsed is None:
             continue
-        send_stats(args.url, elapsed, cls, image_size)  # the omitted body needs the API url
+        send_stats(args.url, elapsed, cls, image_size)  # PATCH C1-11: the stub gets the API url
         if cls not in class_count:
             class_count[cls] = 0
         class_count[cls] = class_count[cls] + 1
@@ -98,7 +98,9 @@ def process_image(imp, res, args) -> Tuple[timedelta, str, float, int]:
             im = im.transpose(Image.ROTATE_90)
             im = im.resize((width // 2, height // 2))  # PATCH C1-16
 
-        magic_number = calc_magic_number(np.array(im.convert("L")))  # PATCH C1-20: one number per image
+        # PATCH C1-20: one number per image, the mean over channels (the loop still runs per channel,
+        # so it costs what the original's does)
+        magic_number = float(np.mean(calc_magic_number(np.array(im))))
 
         temp = BytesIO()
         im.save(temp, format="JPEG")  # PATCH C1-21
@@ -125,18 +127,27 @@ def calc_magic_number(image):
     result = 0
     for x in range(image.shape[0]):
         for y in range(image.shape[1]):
-            result += (x + 1) * (y + 1) * int(image[x, y])  # PATCH C1-29: Python int, no uint8 overflow
+            # PATCH C1-29: each pixel (a uint8 scalar, or a uint8 array of channels) widened to int64
+            # before the arithmetic, so nothing wraps or raises on any NumPy; still NumPy work per
+            # pixel, as in the original (tests/case1/test_c1_patched_fidelity.py measures the cost)
+            result += (x + 1) * (y + 1) * image[x, y].astype(np.int64)
     return result / (image.shape[0] * image.shape[1])
 
 
-def send_stats(url, elapsed, cls, image_size):
-    # The original omits the body ("always succeeds, sends an HTTP request with requests"). This one
-    # really POSTs to the local classification server's stats endpoint, so its latency is real.
-    requests.post(
-        url + "/api/stats",
-        json={"elapsed": elapsed.total_seconds(), "class": cls, "image_size": image_size},
-        timeout=30,
-    )
+def send_stats(url, elapsed, cls, image_size):  # PATCH C1-11: the body the original omits
+    # The original omits the body and states its premise: it always succeeds, never raises, and
+    # sends an HTTP request with requests. C1-11 notes the stub cannot even know where to send it;
+    # this one takes the API url and really POSTs to its stats endpoint, so its latency is real,
+    # and keeps the premise: a failed stats call is dropped, it never reaches main(). The call stays
+    # serial in the main thread: that is C1-11's defect, measured on this variant.
+    try:
+        requests.post(
+            url + "/api/stats",
+            json={"elapsed": elapsed.total_seconds(), "class": cls, "image_size": image_size},
+            timeout=30,
+        )
+    except requests.RequestException:
+        pass
 
 
 if __name__ == "__main__":

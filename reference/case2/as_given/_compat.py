@@ -3,12 +3,15 @@
 Flask 2.3 dropped ``Flask.before_first_request``. The original relied on its Flask 1.x
 semantics: the registered functions run once, on the first request, in that request's thread,
 under a lock; if one raises, the flag stays unset and the next request tries again.
-This module restores exactly that and nothing else.
+This module restores exactly that and nothing else, and only on a Flask that lacks it: on the
+task's own stack (Flask 1.1) the original runs unshimmed, on Flask's own implementation.
 """
 import threading
 
 
 def install_before_first_request(app):
+    if hasattr(app, "before_first_request"):  # Flask < 2.3: the API exists, nothing to restore
+        return app
     funcs = []
     lock = threading.Lock()
     state = {"done": False}

@@ -97,6 +97,7 @@ def get_task_image(task_id: int):
     # Never rendered as a document, whatever a client makes of the bytes.
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response.headers["Content-Disposition"] = f'inline; filename="{name}"'
+    response.headers["Cache-Control"] = "private, no-cache"  # C2-50: the owner's, revalidated on reuse
     return response
 
 
