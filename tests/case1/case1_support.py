@@ -22,11 +22,11 @@ CLI_TIMEOUT = 120
 def variant_source(fixes: set[str], as_given: Path = AS_GIVEN, patched: Path = PATCHED) -> str:
     """The as-given source with only the patched file's hunks tagged ``PATCH <id>`` for ``fixes``.
 
-    Besides those, only two kinds of hunk come from the patched file: comment-only ones (its header)
-    and the ones about ``send_stats`` (the real body of the stub, which needs the API url). Every
-    other line is the as-given file's, so a change made to the as-given code (a declared mutant in
-    a scratch copy) reaches every variant built from it. This lets a test show a defect that lies
-    behind earlier ones, with nothing else changed.
+    Besides those, only comment-only hunks (its header) come from the patched file; the real
+    ``send_stats`` body is a patch like the others (``PATCH C1-11``). Every other line is the
+    as-given file's, so a change made to the as-given code (a declared mutant in a scratch copy)
+    reaches every variant built from it. This lets a test show a defect that lies behind earlier
+    ones, with nothing else changed.
     """
     old = as_given.read_text(encoding="utf-8").splitlines(keepends=True)
     new = patched.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -39,16 +39,15 @@ def variant_source(fixes: set[str], as_given: Path = AS_GIVEN, patched: Path = P
         elif ids:
             take_patched = ids <= fixes
         else:
-            take_patched = _is_stub_or_comment(old[i1:i2] + new[j1:j2])
+            take_patched = _is_comment_only(old[i1:i2] + new[j1:j2])
         out += new[j1:j2] if take_patched else old[i1:i2]
     unknown = fixes - seen
     assert not unknown, f"the patched variant has no patch for {sorted(unknown)}"
     return "".join(out)
 
 
-def _is_stub_or_comment(lines: list[str]) -> bool:
-    code = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    return not code or any("send_stats" in line for line in code)
+def _is_comment_only(lines: list[str]) -> bool:
+    return all(not line.strip() or line.lstrip().startswith("#") for line in lines)
 
 
 def write_variant(dest_dir: Path, *fixes: str) -> Path:
