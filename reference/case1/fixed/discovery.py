@@ -82,10 +82,17 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
+def _leads_to_directory(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows the link
+    except OSError:  # a loop (ELOOP) or an unreadable target: not a directory we could walk
+        return False
+
+
 def _classify(entry: os.DirEntry, root_real: str) -> tuple[str, str | None]:
     """``("dir", None)``, ``("skip", None)`` or ``("candidate", problem)`` for one entry."""
     if entry.is_symlink():
-        if entry.is_dir():  # follows the link: a link to a directory is reported, never walked
+        if _leads_to_directory(entry):  # a link to a directory is reported, never walked
             return "candidate", "not followed: symbolic link to a directory"
         if not is_image_name(entry.name):
             return "skip", None
