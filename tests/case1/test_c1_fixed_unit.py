@@ -241,6 +241,45 @@ def test_one_session_per_worker_for_classify_and_stats(tmp_path, fast_server):
     assert set(payload) == {"elapsed", "class", "image_size"} and isinstance(payload["elapsed"], float)
 
 
+@pytest.mark.finding("C1-07", side="fixed")
+def test_no_thread_outlives_the_run(tmp_path, fast_server):
+    paths = [str(p) for p in make_images(tmp_path, 4, size=(8, 8), mode="L")]
+    summary = run(candidates(paths), Options(fast_server.url, workers=3, timeout=5, progress=False))
+    assert summary.succeeded == 4
+    left = [t.name for t in threading.enumerate() if t.name.startswith(("classify", "http-deadlines"))]
+    assert left == []  # the pool and the deadline watchdog are shut down and joined by run()
+
+
+@pytest.mark.finding("C1-03", side="fixed")
+def test_discovery_reads_the_directory_lazily(tmp_path, monkeypatch):
+    from reference.case1.fixed import discovery
+    for i in range(300):
+        (tmp_path / f"{i}.jpg").write_bytes(b"")
+    consumed = []
+    real_scandir = os.scandir
+
+    class Counting:
+        def __init__(self, path):
+            self.inner = real_scandir(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.inner.close()
+
+        def __iter__(self):
+            for entry in self.inner:
+                consumed.append(entry.name)
+                yield entry
+
+    monkeypatch.setattr(discovery.os, "scandir", Counting)
+    found = iter_images(str(tmp_path))
+    first = next(found)
+    assert first.path.endswith(".jpg") and len(consumed) <= 2  # the first name, not the whole listing
+    assert 1 + sum(1 for _ in found) == 300 == len(consumed)
+
+
 def test_running_stats():
     stats = RunningStats()
     assert stats.summary() == "n/a"

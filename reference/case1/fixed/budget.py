@@ -7,9 +7,16 @@ of its image (decoded size times :data:`WORKING_SET_FACTOR`: the decoded image, 
 rotated copies) before decoding, and waits while the reservations of the others would exceed the
 budget. An image larger than the whole budget is decoded alone (it reserves the whole budget), so it
 is slow, not lost.
+
+A budget only bounds memory if freed memory leaves the process: glibc keeps freed blocks below its
+(adaptive, up to 32 MiB) mmap threshold in per-thread arenas, so four threads that decode one huge
+image each *in turn* still end with four arenas full of it. :func:`return_freed_memory` pins the
+threshold at 1 MiB, so every image-sized allocation is its own mapping, unmapped when freed.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import threading
 from contextlib import contextmanager
@@ -18,6 +25,20 @@ from collections.abc import Iterator
 WORKING_SET_FACTOR = 3
 MIN_DEFAULT = 256 << 20
 MAX_DEFAULT = 4 << 30
+
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
+MMAP_THRESHOLD = 1 << 20
+
+
+def return_freed_memory() -> bool:
+    """Make large freed allocations go back to the OS at once (glibc only); True when set."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return bool(libc and hasattr(libc, "mallopt") and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except OSError:
+        return False
 
 
 def default_budget() -> int:

@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         journal = Journal(args.output, config, restart=args.restart).__enter__()
     except (JournalError, OSError) as exc:
-        parser.error(f"--output {args.output!r} cannot be used: {getattr(exc, 'strerror', None) or exc}")
+        parser.error(f"--output {args.output!r} cannot be written or resumed: {getattr(exc, 'strerror', None) or exc}")
     stream = chain([first] if first is not None else [], candidates)
     try:
         if journal.set_aside is not None:

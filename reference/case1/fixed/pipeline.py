@@ -35,7 +35,7 @@ from typing import TextIO
 import requests
 from tqdm import tqdm
 
-from .budget import MemoryBudget, default_budget
+from .budget import MemoryBudget, default_budget, return_freed_memory
 from .client import DEFAULT_RETRY_BUDGET, Aborted, Client
 from .discovery import Candidate
 from .imaging import IMAGE_ERRORS, Prepared, prepare
@@ -148,6 +148,7 @@ def run(candidates: Iterable[Candidate], options: Options, journal=None, progres
     """
     summary = Summary()
     window = 2 * options.workers
+    return_freed_memory()
     budget = MemoryBudget(options.memory_budget)
     in_flight: set[Future] = set()
     # No percentage: the total is what discovery has found so far, not the size of the directory.
