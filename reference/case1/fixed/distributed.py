@@ -35,7 +35,8 @@ from itertools import islice
 from pathlib import Path
 
 from .discovery import Candidate
-from .pipeline import Options, _pending, run
+from .imaging import prepare
+from .pipeline import Options, Preparer, _pending, run
 from .report import Result, Summary
 
 PART_SUFFIX = ".jsonl"
@@ -57,14 +58,16 @@ def _row(result: Result) -> str:
                        result.stats_error is not None, result.to_json()])
 
 
-def process_partition(part: str, items: list[tuple[str, bytes, str | None]], options: dict, parts_dir: str) -> str:
+def process_partition(part: str, items: list[tuple[str, bytes, str | None]], options: dict, parts_dir: str,
+                      preparer: Preparer = prepare) -> str:
     """Run on a worker: process the images of one partition into ``parts_dir/<part>.jsonl``."""
     final = os.path.join(parts_dir, part + PART_SUFFIX)
     if os.path.exists(final):
         return final  # done by an earlier attempt of this task
     rows: list[str] = []
     candidates = [Candidate(path, key, problem) for path, key, problem in items]
-    run(candidates, Options(**{**options, "progress": False}), journal=None, sink=lambda r: rows.append(_row(r)))
+    run(candidates, Options(**{**options, "progress": False}), journal=None, preparer=preparer,
+        sink=lambda r: rows.append(_row(r)))
     fd, tmp = tempfile.mkstemp(prefix=f".{part}.", suffix=".tmp", dir=parts_dir)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -115,11 +118,14 @@ def _cluster(scheduler: str | None, n_workers: int):
 
 
 def run_distributed(candidates: Iterable[Candidate], options: Options, journal, scheduler: str | None = None,
-                    n_workers: int = 2, partition_size: int = 1000, client=None) -> Summary:
+                    n_workers: int = 2, partition_size: int = 1000, client=None,
+                    preparer: Preparer = prepare) -> Summary:
     """Process every candidate not in ``journal`` on a Dask cluster; see the module docstring.
 
-    ``client``: an existing ``dask.distributed.Client`` to use (tests); otherwise one is made for
-    ``scheduler``, or a ``LocalCluster`` of ``n_workers`` processes when ``scheduler`` is None.
+    ``client``: an existing ``dask.distributed.Client`` to use (tests, measurements); otherwise one
+    is made for ``scheduler``, or a ``LocalCluster`` of ``n_workers`` processes when ``scheduler``
+    is None. ``preparer`` replaces :func:`~.imaging.prepare` on the workers (it must be importable
+    there).
     """
     from dask.distributed import as_completed
     from distributed import KilledWorker
@@ -143,7 +149,7 @@ def run_distributed(candidates: Iterable[Candidate], options: Options, journal, 
         def submit(batch: list[Candidate], attempt: int = 0) -> None:
             part = partition_id(batch)
             items = [(c.path, c.key, c.problem) for c in batch]
-            future = client.submit(process_partition, part, items, task_options, str(parts_dir),
+            future = client.submit(process_partition, part, items, task_options, str(parts_dir), preparer,
                                    key=f"case1-partition-{part}-{attempt}", retries=0)
             future.batch = batch  # kept on the client only while the task is in flight
             queue.add(future)
