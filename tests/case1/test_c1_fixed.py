@@ -177,7 +177,7 @@ def test_fixed_magic_is_one_exact_number(tmp_path, server):
     from reference.case1.fixed.imaging import jpeg_compatible, transform, upright
     from PIL import Image
     bright = tmp_path / "in"
-    make_images(bright, 2, size=(48, 40), mode="RGB")
+    make_images(bright, 2, size=(48, 40), mode="RGB", fmt="PNG", ext=".png")
     Image.new("L", (40, 32), 250).save(bright / "white.png")  # sums that overflow uint8 on the first row
     proc = run_fixed(tmp_path, "--input-dir", bright, "--workers", 1, server.url)
     received = server.counters.snapshot()

@@ -26,6 +26,7 @@ import heapq
 import itertools
 import json
 import math
+import os
 import random
 import socket
 import threading
@@ -272,6 +273,10 @@ class Client:
         self._watchdog = Watchdog()
         self._aborted = threading.Event()
         self._closed = False
+        # The environment (proxies, CA bundle) is read once here, not on every request: with
+        # trust_env, requests looks up ~/.netrc and every proxy variable per call (seen in the profile).
+        self._proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
     def _session(self) -> requests.Session:
         if self._closed:
@@ -279,6 +284,8 @@ class Client:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            session.trust_env = False
+            session.proxies, session.verify = dict(self._proxies), self._verify
             retry = Retry(total=CONNECT_RETRIES, connect=CONNECT_RETRIES, read=False, status=0, other=0,
                           redirect=0, backoff_factor=BACKOFF_SECONDS, raise_on_status=False)
             adapter = _TrackedAdapter(pool_connections=1, pool_maxsize=1, max_retries=retry)
