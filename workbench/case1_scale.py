@@ -1,4 +1,7 @@
-"""Case 1, question 2 measured: the same workload through six processing designs, in one run.
+"""Case 1 at scale, measured: the question-2 designs side by side, the machine's limit, and the
+N-machine model of question 3. The notebooks ``case1_designs`` and ``case1_machines`` call this.
+
+Question 2: the same workload through six processing designs, in one run.
 
 The designs (each processes ``items`` images at concurrency ``n`` and returns its images/s):
 
@@ -280,7 +283,20 @@ def _asyncio(workload, n: int, items: List[str], url: str) -> None:
                     raise task
         cpu.shutdown()
 
-    asyncio.run(main())
+    # A loop of its own in a thread of its own: the caller may already run one (Jupyter does).
+    failure: List[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="asyncio-design")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def emulated_prepare(path: str, rotate: bool = True, resize: bool = True, budget=None):
@@ -507,11 +523,15 @@ def plot_machines(model: dict, path: Optional[Path] = None):
     machines = np.asarray(model["machines"], dtype=float)
     fig, ax = plt.subplots(figsize=(9, 5.2))
     for k, (name, caps) in enumerate(model["caps_by_machines"].items()):
-        ax.plot(machines, caps, "-", color="C%d" % k, label=model["labels"][name])
+        if all(c is None for c in caps):
+            continue  # unlimited under these premises
+        ax.plot(machines, [np.nan if c is None else c for c in caps], "-", color="C%d" % k,
+                label=model["labels"][name])
     ax.plot(machines, model["throughput"], "k-", lw=2.5, label="пропускная способность (минимум)")
     ax.axhline(model["target_images_per_s"], color="red", ls="--",
                label="100 млн за неделю: %.0f изобр./с" % model["target_images_per_s"])
-    ax.axvline(model["machines_needed"], color="red", ls=":", lw=1)
+    if model["machines_needed"]:
+        ax.axvline(model["machines_needed"], color="red", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("машин с клиентом")
@@ -547,10 +567,80 @@ def draw_review_plots(folder: Optional[Path] = None, out: Optional[Path] = None)
     return paths
 
 
-if __name__ == "__main__":  # python -m workbench.case1_designs plots [RESULTS_DIR]
+# --- the N-machine model (question 3) -----------------------------------------------------------------------
+
+WEEK_SECONDS = 7 * 24 * 3600
+
+
+def listing_rate(folder: Path, files: int) -> float:
+    """Directory entries per second that ``os.scandir`` yields on this file system (a flat directory)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        (folder / ("f%08d.jpg" % i)).touch()
+    started = time.perf_counter()
+    with os.scandir(folder) as entries:
+        count = sum(1 for _ in entries)
+    return count / (time.perf_counter() - started)
+
+
+def index_rate(folder: Path, rows: int, batch: int = 64) -> float:
+    """Results per second the durable index takes (lookup + commit + output append), in batches."""
+    from reference.case1.fixed.journal import Journal
+    line = json.dumps({"path": "x" * 40, "class": "cat", "score": 0.5, "elapsed": 0.03, "image_size": 40000,
+                       "error": None, "stats_error": None})
+    with Journal(folder / "rate.jsonl", {"model": True}) as journal:
+        started = time.perf_counter()
+        for start in range(0, rows, batch):
+            keys = [b"dir/%010d.jpg" % i for i in range(start, min(rows, start + batch))]
+            journal.done(keys)
+            journal.record([(key, line, False, False) for key in keys])
+        return rows / (time.perf_counter() - started)
+
+
+def prepare_cost(path: str, repeats: int = 3) -> Dict[str, float]:
+    """CPU seconds of the fixed ``prepare()`` of one file, and its bytes in and out."""
+    from reference.case1.fixed.imaging import prepare
+    prepared = prepare(path)
+    cpu = min(_thread_cpu(lambda: prepare(path)) for _ in range(repeats))
+    return {"cpu_s": cpu, "file_bytes": os.path.getsize(path), "jpeg_bytes": len(prepared.jpeg)}
+
+
+def machines_model(per_image: Dict[str, float], shared: Dict[str, float], machines: np.ndarray,
+                   target: float, title: str) -> dict:
+    """Throughput of ``machines`` client machines: each resource's capacity and their minimum.
+
+    ``per_image``: ``cores`` (per machine), ``client_cpu_s`` (CPU seconds per image), ``nic_bytes_s``
+    (network of one machine), ``bytes`` (read from storage + sent per image). ``shared``: capacities
+    that do not grow with the client machines (images/s): the classification service, the stats
+    endpoint, the file listing, the coordinating client's index. ``inf`` where unlimited.
+    """
+    machines = np.asarray(machines, dtype=float)
+    caps = {
+        "cpu": machines * per_image["cores"] / per_image["client_cpu_s"],
+        "network": machines * per_image["nic_bytes_s"] / per_image["bytes"],
+    }
+    for name, value in shared.items():
+        caps[name] = np.full_like(machines, value)
+    throughput = np.minimum.reduce(list(caps.values()))
+    needed = next((int(m) for m, x in zip(machines, throughput) if x >= target), None)
+    binding_at = {int(m): min(caps, key=lambda k: caps[k][i]) for i, m in enumerate(machines)}
+    first_shared = min(shared, key=shared.get) if shared else None
+    labels = {"cpu": "процессор клиентов", "network": "сеть клиентов (чтение файлов + отправка)",
+              "classifier": "сервис классификации", "stats": "эндпоинт статистики",
+              "listing": "листинг каталога (один клиент)", "index": "индекс прогресса (один клиент)"}
+    finite = lambda v: [float(x) if np.isfinite(x) else None for x in v]  # noqa: E731
+    return {"title": title, "machines": [int(m) for m in machines], "target_images_per_s": target,
+            "caps_by_machines": {k: finite(v) for k, v in caps.items()}, "throughput": finite(throughput),
+            "machines_needed": needed, "binding_at": binding_at,
+            "binds_first": binding_at[needed] if needed else binding_at[int(machines[-1])],
+            "first_shared_limit": first_shared, "labels": labels,
+            "per_machine_images_per_s": float(min(caps["cpu"][0], caps["network"][0]) / machines[0])}
+
+
+if __name__ == "__main__":  # python -m workbench.case1_scale plots [RESULTS_DIR]
     if sys.argv[1:2] == ["plots"]:
         for drawn in draw_review_plots(Path(sys.argv[2]) if len(sys.argv) > 2 else None):
             print(drawn)
     else:
-        print("usage: python -m workbench.case1_designs plots [RESULTS_DIR]", file=sys.stderr)
+        print("usage: python -m workbench.case1_scale plots [RESULTS_DIR]", file=sys.stderr)
         sys.exit(2)
