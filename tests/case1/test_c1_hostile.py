@@ -168,6 +168,7 @@ def test_sixteen_bit_grey_is_scaled_not_clipped():
     assert np.array_equal(np.asarray(imaging.jpeg_compatible(image)), (ramp >> 8).astype(np.uint8))
 
 
+@pytest.mark.finding("C1-70", side="fixed")
 def test_exif_orientation_is_applied_before_rotating(tmp_path, start_server):
     root = tmp_path / "in"
     root.mkdir()
@@ -175,10 +176,13 @@ def test_exif_orientation_is_applied_before_rotating(tmp_path, start_server):
     exif[imaging.ORIENTATION_TAG] = 6  # stored landscape, shown portrait (rotated 90 degrees clockwise)
     pixels(40, 20, "RGB", 3).save(root / "phone.jpg", exif=exif)
     server = start_server(latency_ms=0, stats_latency_ms=0)
-    proc = run_cli(tmp_path, "--input-dir", root, "--output", tmp_path / "out.jsonl", server.url)
-    assert proc.returncode == 0, proc.stderr
-    # shown 20 x 40; rotated 90 degrees: 40 x 20; halved: 20 x 10 (ignoring EXIF would send 10 x 20)
-    assert server.counters.snapshot()["images"] == [[20, 10, "RGB"]]
+    for flags in ((), ("--skip-resize",)):
+        proc = run_cli(tmp_path, "--input-dir", root, "--output", tmp_path / f"out{len(flags)}.jsonl", *flags,
+                       server.url)
+        assert proc.returncode == 0, proc.stderr
+    # shown 20 x 40; rotated 90 degrees: 40 x 20; halved: 20 x 10. Rotating the stored pixels instead
+    # would send 20 x 40 without the resize (and a squeezed 20 x 10 with it)
+    assert server.counters.snapshot()["images"] == [[20, 10, "RGB"], [40, 20, "RGB"]]
 
 
 def test_a_decompression_bomb_is_an_error_line(tmp_path, start_server):
