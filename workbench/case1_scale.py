@@ -617,7 +617,8 @@ def machines_model(per_image: Dict[str, float], shared: Dict[str, float], machin
     machines = np.asarray(machines, dtype=float)
     caps = {
         "cpu": machines * per_image["cores"] / per_image["client_cpu_s"],
-        "network": machines * per_image["nic_bytes_s"] / per_image["bytes"],
+        "network": (machines * per_image["nic_bytes_s"] / per_image["bytes"] if per_image["bytes"] > 0
+                    else np.full_like(machines, np.inf)),
     }
     for name, value in shared.items():
         caps[name] = np.full_like(machines, value)
@@ -627,7 +628,8 @@ def machines_model(per_image: Dict[str, float], shared: Dict[str, float], machin
     first_shared = min(shared, key=shared.get) if shared else None
     labels = {"cpu": "процессор клиентов", "network": "сеть клиентов (чтение файлов + отправка)",
               "classifier": "сервис классификации", "stats": "эндпоинт статистики",
-              "listing": "листинг каталога (один клиент)", "index": "индекс прогресса (один клиент)"}
+              "listing": "листинг каталога (один клиент)", "index": "индекс прогресса (один клиент)",
+              "storage": "хранилище файлов (общее, 10 Гбит/с)"}
     finite = lambda v: [float(x) if np.isfinite(x) else None for x in v]  # noqa: E731
     return {"title": title, "machines": [int(m) for m in machines], "target_images_per_s": target,
             "caps_by_machines": {k: finite(v) for k, v in caps.items()}, "throughput": finite(throughput),
