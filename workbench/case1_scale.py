@@ -484,12 +484,35 @@ def summarise(rows: List[dict]) -> Dict[str, dict]:
 
 # --- plots ---------------------------------------------------------------------------------------------------
 
-def plot_designs(summary: dict, path: Optional[Path] = None, title_suffix: str = ""):
-    """images/s against concurrency for every design, one panel per workload (log-log)."""
+def _pyplot(path: Optional[Path]):
+    """pyplot; without a display when the figure only goes to a file."""
     import matplotlib
     if path is not None:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _plain_ticks(ax) -> None:
+    """Numbers, not powers, on log axes: 16 and 200 read better than 2^4 and 2x10^2."""
+    from matplotlib.ticker import FuncFormatter
+    plain = FuncFormatter(lambda value, _: ("%g" % value).replace(".", ","))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+
+
+def _finish(fig, path: Optional[Path]):
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        _pyplot(path).close(fig)
+    return fig
+
+
+def plot_designs(summary: dict, path: Optional[Path] = None, title_suffix: str = ""):
+    """images/s against concurrency for every design, one panel per workload (log-log)."""
+    plt = _pyplot(path)
     table = summary["images_per_s"]
     fig, axes = plt.subplots(1, len(table), figsize=(6.5 * len(table), 5.2), squeeze=False)
     for ax, (workload, designs) in zip(axes[0], sorted(table.items())):
@@ -505,21 +528,14 @@ def plot_designs(summary: dict, path: Optional[Path] = None, title_suffix: str =
         ax.set_title(("эмулятор условий (10/10/30/10 мс)" if workload == "emulator" else
                       "настоящие изображения 640×480") + title_suffix)
         ax.grid(True, which="both", alpha=0.3)
+        _plain_ticks(ax)
     axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_machines(model: dict, path: Optional[Path] = None):
     """Throughput of N machines by resource (the N-machine model) and the week's target."""
-    import matplotlib
-    if path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot(path)
     machines = np.asarray(model["machines"], dtype=float)
     fig, ax = plt.subplots(figsize=(9, 5.2))
     for k, (name, caps) in enumerate(model["caps_by_machines"].items()):
@@ -538,13 +554,9 @@ def plot_machines(model: dict, path: Optional[Path] = None):
     ax.set_ylabel("изображений/с")
     ax.set_title(model["title"])
     ax.grid(True, which="both", alpha=0.3)
+    _plain_ticks(ax)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def load_recorded(name: str, folder: Optional[Path] = None) -> dict:

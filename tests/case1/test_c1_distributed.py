@@ -30,15 +30,9 @@ STABLE = ("class", "score", "image_size", "error", "stats_error")  # "elapsed" i
 @pytest.fixture(scope="module")
 def dask_client():
     """A local cluster of two worker processes (each restarted by its nanny if it dies)."""
-    from dask.distributed import Client, LocalCluster
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, silence_logs=50)
-    client = Client(cluster)
-    try:
+    from workbench.case1_scale import local_cluster
+    with local_cluster(workers=2) as client:
         yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 def read(path):
