@@ -118,6 +118,21 @@ def test_an_output_without_index_settings_that_changed_and_a_second_run_are_refu
     assert out.read_bytes() == b""
 
 
+def test_a_disk_that_fills_up_ends_the_run_cleanly(tmp_path, monkeypatch, capsys, start_server):
+    from reference.case1.fixed.cli import EXIT_CANNOT_RECORD, main
+    make_images(tmp_path / "in", 3, size=(8, 8), mode="L")
+    server = start_server(latency_ms=0, stats_latency_ms=0)
+
+    def full(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Journal, "record", full)
+    code = main(["--input-dir", str(tmp_path / "in"), "--output", str(tmp_path / "out.jsonl"), "--no-progress",
+                 server.url])
+    assert code == EXIT_CANNOT_RECORD
+    assert "No space left on device" in capsys.readouterr().err
+
+
 # --- the CLI, killed again and again ------------------------------------------------------------------------------
 
 

@@ -18,8 +18,9 @@ tcp://HOST:PORT`` on an existing one; see :mod:`.distributed`.
 Exit codes: 0 every image classified and reported to the stats (or none found); 1 some images failed
 (see their ``error`` in the output) or some stats reports were not delivered (``stats_error``); 2 bad
 usage - missing or unreadable ``--input-dir``, bad URL, bad numbers, an output that cannot be
-written or belongs to another run; 130 interrupted with Ctrl-C (what was finished is recorded; run
-again to continue).
+written or belongs to another run; 3 results could not be recorded (a full or vanished disk: what was
+committed is kept, run again to continue); 130 interrupted with Ctrl-C (what was finished is recorded;
+run again to continue).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import argparse
 import math
 import os
 import re
+import sqlite3
 import sys
 from collections.abc import Sequence
 from itertools import chain
@@ -40,6 +42,7 @@ from .pipeline import DEFAULT_TIMEOUT, DEFAULT_WORKERS, Options, run
 from .report import EXIT_INTERRUPTED, EXIT_SOME_FAILED, Summary
 
 DEFAULT_OUTPUT = "results.jsonl"
+EXIT_CANNOT_RECORD = 3
 DEFAULT_PARTITION = 1000
 DEFAULT_DASK_WORKERS = 2
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
@@ -94,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send images for classification after preprocessing (rotate 90 degrees, resize to half). "
                     "Resumable: run the same command again to finish an interrupted run.",
         epilog="Exit codes: 0 all classified and reported, 1 some images or stats reports failed, 2 usage error, "
-               "130 interrupted (run again to continue).")
+               "3 results could not be recorded, 130 interrupted (run again to continue).")
     parser.add_argument("url", type=api_url, help="base URL of the classification API, e.g. http://127.0.0.1:8000")
     parser.add_argument("--input-dir", required=True, help="directory with the images")
     parser.add_argument("--recursive", action=argparse.BooleanOptionalAction, default=True,
@@ -163,8 +166,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         totals = journal.totals()
     except KeyboardInterrupt:  # outside the pool loop (e.g. at start-up): what was recorded stays
         return EXIT_INTERRUPTED
+    except (OSError, sqlite3.Error) as exc:  # the disk is full or gone: stop cleanly, nothing committed is lost
+        print(f"cannot record results in {args.output}: {getattr(exc, 'strerror', None) or exc}; what was "
+              "recorded is kept, run the same command again to continue", file=sys.stderr)
+        return EXIT_CANNOT_RECORD
     finally:
-        journal.close()
+        try:
+            journal.close()
+        except (OSError, sqlite3.Error):
+            pass
     summary.report(sys.stdout)
     print(f"Results: {args.output} ({totals.results} images in total, {totals.failed} failed, "
           f"{totals.stats_failed} stats reports not delivered)", file=sys.stdout)
