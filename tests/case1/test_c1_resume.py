@@ -140,7 +140,6 @@ def _complete_prefix(data: bytes) -> bytes:
     return data[: data.rfind(b"\n") + 1]
 
 
-@pytest.mark.finding("C1-12", side="fixed")
 def _line_count(path) -> int:
     try:
         with open(path, "rb") as file:
@@ -149,6 +148,7 @@ def _line_count(path) -> int:
         return 0
 
 
+@pytest.mark.finding("C1-12", side="fixed")
 def test_killed_many_times_every_input_exactly_once(tmp_path, start_server):
     """Each run is stopped at a seeded random point: half the time at a random moment early in the run
     (start-up, first batch), half the time once a random number of further results are in the output
