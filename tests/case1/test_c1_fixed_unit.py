@@ -8,7 +8,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
+import sys
+import threading
+import tempfile
 import time
 
 import numpy as np
@@ -23,10 +27,23 @@ today_only()  # the redesigned code needs Python 3.11: skipped on the 2020 stack
 from reference.case1.fixed import calc_magic_number  # noqa: E402
 from reference.case1.fixed.cli import main  # noqa: E402
 from reference.case1.fixed.client import Client  # noqa: E402
-from reference.case1.fixed.discovery import iter_images  # noqa: E402
+from reference.case1.fixed.discovery import Candidate, iter_images  # noqa: E402
 from reference.case1.fixed.imaging import half_size, jpeg_compatible, prepare, transform  # noqa: E402
-from reference.case1.fixed.pipeline import EXIT_INTERRUPTED, Options, RunningStats, run  # noqa: E402
+from reference.case1.fixed.journal import Journal  # noqa: E402
+from reference.case1.fixed.pipeline import EXIT_INTERRUPTED, Options, run  # noqa: E402
+from reference.case1.fixed.report import RunningStats  # noqa: E402
 from workbench.image_corpus import make_images, pixels  # noqa: E402
+
+
+def candidates(paths):
+    """Candidates for these paths, lazily; the key is the file name."""
+    return (Candidate(str(p), os.path.basename(str(p)).encode()) for p in paths)
+
+
+def collect():
+    """A result sink and the list it fills."""
+    seen = []
+    return seen, seen.append
 
 
 def run_cli(tmp_path, monkeypatch, *args):
@@ -78,15 +95,16 @@ def test_timeout_against_a_silent_server(tmp_path, silent_endpoint):
     url, _ = silent_endpoint
     jpeg = prepare(str(make_images(tmp_path, 1, size=(8, 8))[0])).jpeg
     started = time.perf_counter()
-    with Client(url, timeout=0.5) as client, pytest.raises(requests.ReadTimeout):
+    with Client(url, timeout=0.5) as client, pytest.raises(requests.Timeout):
         client.classify(jpeg, 1.0)
     assert time.perf_counter() - started < 3  # one attempt: a POST that may have arrived is not retried
 
 
-def test_a_malformed_answer_is_an_error_not_a_class(monkeypatch, fast_server, tmp_path):
+def test_a_malformed_answer_is_an_error_not_a_class(tmp_path):
+    from workbench.fault_server import FaultServer, Reply
     jpeg = prepare(str(make_images(tmp_path, 1, size=(8, 8))[0])).jpeg
-    monkeypatch.setattr(requests.Response, "json", lambda self, **kw: {"class": None, "score": 0.5})
-    with Client(fast_server.url, timeout=5) as client, pytest.raises(requests.RequestException, match="unexpected"):
+    with FaultServer(lambda endpoint, n: Reply(200, b'{"class": null, "score": 0.5}')) as server, \
+            Client(server.url, timeout=5) as client, pytest.raises(requests.RequestException, match="unexpected"):
         client.classify(jpeg, 1.0)
 
 
@@ -118,62 +136,149 @@ def test_usage_errors_exit_2_with_a_clear_message(tmp_path, monkeypatch, capsys,
     assert exited.value.code == 2 and message in capsys.readouterr().err
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions and a non-root user")
+def _as_nobody(func):
+    """Run ``func()`` in a forked child that has dropped root to ``nobody``; (exit code, stderr).
+
+    The interpreter and every module it needs are already loaded before the fork, so the child
+    needs no file that ``nobody`` cannot read: only the directory under test matters.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        code = 99
+        try:
+            sys.stderr = os.fdopen(write_end, "w")  # argparse writes to sys.stderr (pytest's capture here)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                func()
+                code = 0
+            except SystemExit as exited:
+                code = exited.code if isinstance(exited.code, int) else 1
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        err = pipe.read().decode("utf-8", "replace")
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX permissions")
 def test_unreadable_input_dir_is_a_usage_error(tmp_path, monkeypatch, capsys):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0)
+    # As root (CI here) permissions do not apply, so the check runs as "nobody" in a forked child;
+    # as any other user it runs as that user.
+    base = tempfile.mkdtemp(prefix="case1-locked-")  # under /tmp, so "nobody" can reach it
+    locked = os.path.join(base, "locked")
     try:
-        monkeypatch.chdir(tmp_path)
-        with pytest.raises(SystemExit) as exited:
-            main(["--input-dir", str(locked), "http://127.0.0.1:1"])
-        assert exited.value.code == 2 and "cannot be read" in capsys.readouterr().err
+        os.chmod(base, 0o711)
+        os.mkdir(locked, 0o311)  # can be entered, cannot be listed
+        next(iter_images(str(tmp_path)), None)  # load the discovery's imports (Pillow's plugins) before the fork
+        argv = ["--input-dir", locked, "--output", os.path.join(base, "out.jsonl"), "http://127.0.0.1:1"]
+        if os.geteuid() == 0:
+            code, err = _as_nobody(lambda: main(argv))
+        else:
+            with pytest.raises(SystemExit) as exited:
+                main(argv)
+            code, err = exited.value.code, capsys.readouterr().err
+        assert code == 2 and "cannot be read" in err and "Permission denied" in err, err
     finally:
-        locked.chmod(0o700)
+        os.chmod(locked, 0o700)
+        for name in os.listdir(base):
+            os.rmdir(os.path.join(base, name)) if os.path.isdir(os.path.join(base, name)) else os.unlink(
+                os.path.join(base, name))
+        os.rmdir(base)
 
 
 # --- the pipeline: bounded, streaming, interruptible ------------------------------------------
 
 
+@pytest.mark.finding("C1-03", side="fixed")
+@pytest.mark.finding("C1-08", side="fixed")
 def test_submission_window_is_bounded(tmp_path, start_server):
-    server = start_server(latency_ms=20, stats_latency_ms=0)
-    paths = [str(p) for p in make_images(tmp_path, 30, size=(8, 8), mode="L")]
-    output, ahead = io.StringIO(), []
+    from reference.case1.fixed.pipeline import LOOKUP_BATCH
+    server = start_server(latency_ms=0, stats_latency_ms=0)
+    image = str(make_images(tmp_path, 1, size=(8, 8), mode="L")[0])
+    total, workers = 2 * LOOKUP_BATCH + 50, 3
+    seen, sink = collect()
+    ahead = []
 
-    def lazy():
-        for number, path in enumerate(paths):
-            ahead.append(number - output.getvalue().count("\n"))  # taken but not yet written
-            yield path
+    def lazy():  # the same file under many names: a long input that costs little
+        for number in range(total):
+            ahead.append(number - len(seen))  # taken from the input but not yet recorded
+            yield Candidate(image, b"%d.jpg" % number)
 
-    summary = run(lazy(), Options(server.url, workers=3, timeout=5, progress=False), output)
-    assert summary.succeeded == 30 and output.getvalue().count("\n") == 30
-    assert max(ahead) <= 2 * 3  # never more than the window in flight, however long the input
+    summary = run(lazy(), Options(server.url, workers=workers, timeout=5, progress=False), sink=sink)
+    assert summary.succeeded == total == len(seen)
+    # never more than one lookup batch plus the window ahead of the results, however long the input
+    assert max(ahead) <= LOOKUP_BATCH + 2 * workers < total
 
 
 def test_keyboard_interrupt_keeps_what_was_written(tmp_path, start_server):
-    server = start_server(latency_ms=200, stats_latency_ms=0)
-    paths = [str(p) for p in make_images(tmp_path, 3, size=(8, 8), mode="L")]
-
-    def interrupted():
-        yield from paths
-        raise KeyboardInterrupt
-
-    output = io.StringIO()
-    summary = run(interrupted(), Options(server.url, workers=2, timeout=5, progress=False), output)
+    server = start_server(latency_ms=400, stats_latency_ms=0)
+    paths = [str(p) for p in make_images(tmp_path, 6, size=(8, 8), mode="L")]
+    seen, sink = collect()
+    ctrl_c = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))  # while two requests are running
+    ctrl_c.start()
+    try:
+        summary = run(candidates(paths), Options(server.url, workers=2, timeout=5, progress=False), sink=sink)
+    finally:
+        ctrl_c.cancel()
     assert summary.interrupted and summary.exit_code == EXIT_INTERRUPTED
-    # the two running requests finish and are written; the queued third one is cancelled, not faked
-    written = [json.loads(line) for line in output.getvalue().splitlines()]
-    assert sorted(r["path"] for r in written) == paths[:2] and all(r["class"] for r in written)
+    # the two running requests finish and are recorded; the queued ones are cancelled, not faked
+    assert len(seen) == 2 and all(r.cls for r in seen) and {r.path for r in seen} <= set(paths)
     assert server.counters.snapshot()["accepted"] == 2
 
 
 def test_one_session_per_worker_for_classify_and_stats(tmp_path, fast_server):
     paths = [str(p) for p in make_images(tmp_path, 12, size=(8, 8), mode="L")]
-    run(paths, Options(fast_server.url, workers=3, timeout=5, progress=False), io.StringIO())
+    run(candidates(paths), Options(fast_server.url, workers=3, timeout=5, progress=False))
     counters = fast_server.counters.snapshot()
     assert counters["accepted"] == counters["stats_calls"] == 12
     assert counters["connections"] <= 3
     payload = counters["stats_payloads"][0]
     assert set(payload) == {"elapsed", "class", "image_size"} and isinstance(payload["elapsed"], float)
+
+
+@pytest.mark.finding("C1-07", side="fixed")
+def test_no_thread_outlives_the_run(tmp_path, fast_server):
+    paths = [str(p) for p in make_images(tmp_path, 4, size=(8, 8), mode="L")]
+    summary = run(candidates(paths), Options(fast_server.url, workers=3, timeout=5, progress=False))
+    assert summary.succeeded == 4
+    left = [t.name for t in threading.enumerate() if t.name.startswith(("classify", "http-deadlines"))]
+    assert left == []  # the pool and the deadline watchdog are shut down and joined by run()
+
+
+@pytest.mark.finding("C1-03", side="fixed")
+def test_discovery_reads_the_directory_lazily(tmp_path, monkeypatch):
+    from reference.case1.fixed import discovery
+    for i in range(300):
+        (tmp_path / f"{i}.jpg").write_bytes(b"")
+    consumed = []
+    real_scandir = os.scandir
+
+    class Counting:
+        def __init__(self, path):
+            self.inner = real_scandir(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.inner.close()
+
+        def __iter__(self):
+            for entry in self.inner:
+                consumed.append(entry.name)
+                yield entry
+
+    monkeypatch.setattr(discovery.os, "scandir", Counting)
+    found = iter_images(str(tmp_path))
+    first = next(found)
+    assert first.path.endswith(".jpg") and len(consumed) <= 2  # the first name, not the whole listing
+    assert 1 + sum(1 for _ in found) == 300 == len(consumed)
 
 
 def test_running_stats():
@@ -194,7 +299,7 @@ def test_discovery_is_lazy_case_insensitive_and_recursion_is_optional(tmp_path):
         (tmp_path / name).write_bytes(b"")
     found = iter_images(str(tmp_path), recursive=False)
     assert iter(found) is found  # a generator, not a list
-    names = lambda paths: sorted(os.path.relpath(p, tmp_path) for p in paths)  # noqa: E731
+    names = lambda found: sorted(os.path.relpath(c.path, tmp_path) for c in found)  # noqa: E731
     assert names(found) == ["a.JPG", "b.jpeg", "c.Png", "d.bmp"]
     assert names(iter_images(str(tmp_path))) == ["a.JPG", "album.png/h.jpg", "b.jpeg", "c.Png", "d.bmp",
                                                   "sub/g.jpg"]

@@ -3,29 +3,49 @@
 Each image under DIR (recursively unless ``--no-recursive``) is rotated 90 degrees counter-clockwise
 and resized to half its size (``--skip-rotation`` and ``--skip-resize`` turn either step off,
 independently), sent to ``URL/api/classify`` with its magic number, and reported to
-``URL/api/stats``. One JSON line per image goes to ``--output`` (default ``results.jsonl``,
-overwritten); a summary goes to stdout and the progress bar to stderr.
+``URL/api/stats``. One JSON line per image goes to ``--output`` (default ``results.jsonl``); a
+summary goes to stdout and the progress bar to stderr.
 
-Exit codes: 0 every image classified (or none found); 1 some images failed (see their ``error``
-in the output); 2 bad usage - missing or unreadable ``--input-dir``, bad URL, bad numbers, an
-output file that cannot be opened; 130 interrupted with Ctrl-C (what was finished is written).
+Runs are resumable: progress is recorded durably in ``<output>.index.sqlite`` as it goes, and running
+the same command again - after Ctrl-C, kill -9, a crash or a reboot - processes only the images that
+have no result yet, appending to the same output; no image ever gets a second line and no earlier
+result is overwritten. ``--restart`` discards the previous output and index instead. An output that
+exists without its index is refused (it is not ours to overwrite).
+
+``--dask`` runs the same job on a local Dask cluster (``--dask-workers`` processes), ``--scheduler
+tcp://HOST:PORT`` on an existing one; see :mod:`.distributed`.
+
+Exit codes: 0 every image classified and reported to the stats (or none found); 1 some images failed
+(see their ``error`` in the output) or some stats reports were not delivered (``stats_error``); 2 bad
+usage - missing or unreadable ``--input-dir``, bad URL, bad numbers, an output that cannot be
+written or belongs to another run; 3 results could not be recorded (a full or vanished disk: what was
+committed is kept, run again to continue); 130 interrupted with Ctrl-C (what was finished is recorded;
+run again to continue).
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import re
+import sqlite3
 import sys
 from collections.abc import Sequence
 from itertools import chain
 from urllib.parse import urlsplit
 
+from .budget import default_budget
+from .client import DEFAULT_RETRY_BUDGET
 from .discovery import iter_images
-from .pipeline import EXIT_INTERRUPTED, Options, run
+from .journal import Journal, JournalError
+from .pipeline import DEFAULT_TIMEOUT, DEFAULT_WORKERS, Options, run
+from .report import EXIT_INTERRUPTED, EXIT_SOME_FAILED, Summary
 
-DEFAULT_WORKERS = 16
-DEFAULT_TIMEOUT = 30.0
 DEFAULT_OUTPUT = "results.jsonl"
+EXIT_CANNOT_RECORD = 3
+DEFAULT_PARTITION = 1000
+DEFAULT_DASK_WORKERS = 2
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
 
 def api_url(value: str) -> str:
@@ -62,24 +82,52 @@ def positive_seconds(value: str) -> float:
     return number
 
 
+def byte_size(value: str) -> int:
+    """``512M``, ``2G``, ``1.5GiB``, ``1048576``: a positive number of bytes."""
+    match = _SIZE.match(value)
+    number = float(match[1]) * 1024 ** " KMGT".index(match[2].upper() or " ") if match else 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a size such as 512M or 2G, got {value!r}")
+    return int(number)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m reference.case1.fixed",
-        description="Send images for classification after preprocessing (rotate 90 degrees, resize to half).",
-        epilog="Exit codes: 0 all classified, 1 some images failed, 2 usage error, 130 interrupted.")
+        description="Send images for classification after preprocessing (rotate 90 degrees, resize to half). "
+                    "Resumable: run the same command again to finish an interrupted run.",
+        epilog="Exit codes: 0 all classified and reported, 1 some images or stats reports failed, 2 usage error, "
+               "3 results could not be recorded, 130 interrupted (run again to continue).")
     parser.add_argument("url", type=api_url, help="base URL of the classification API, e.g. http://127.0.0.1:8000")
     parser.add_argument("--input-dir", required=True, help="directory with the images")
     parser.add_argument("--recursive", action=argparse.BooleanOptionalAction, default=True,
                         help="also process subdirectories (default: yes)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT,
-                        help=f"JSON-lines file, one line per image, overwritten (default: {DEFAULT_OUTPUT})")
+                        help=f"JSON-lines file, one line per image; resumed if it exists (default: {DEFAULT_OUTPUT})")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the output and its index from an earlier run and start again")
     parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
                         help=f"images processed concurrently, i.e. concurrent requests (default: {DEFAULT_WORKERS})")
     parser.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
-                        help=f"connect and read timeout of each HTTP request, seconds (default: {DEFAULT_TIMEOUT:g})")
+                        help=f"bound of each HTTP request as a whole, seconds (default: {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--retry-budget", type=positive_seconds, default=DEFAULT_RETRY_BUDGET,
+                        help="seconds an image may spend waiting to retry 429/503 answers "
+                             f"(Retry-After is honoured within it; default: {DEFAULT_RETRY_BUDGET:g})")
+    parser.add_argument("--memory-budget", type=byte_size, default=None,
+                        help="memory the workers may use at once for decoded images, e.g. 512M "
+                             f"(default: a quarter of RAM, now {default_budget() >> 20} MiB)")
     parser.add_argument("--skip-rotation", action="store_true", help="do not rotate")
     parser.add_argument("--skip-resize", action="store_true", help="do not resize")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    dask = parser.add_argument_group("beyond one machine (Dask)")
+    dask.add_argument("--dask", action="store_true", help="run on a local Dask cluster (processes on this machine)")
+    dask.add_argument("--scheduler", metavar="ADDRESS",
+                      help="run on the Dask cluster of this scheduler, e.g. tcp://10.0.0.5:8786 "
+                           "(the input directory and the output's directory must be shared with the workers)")
+    dask.add_argument("--dask-workers", type=positive_int, default=DEFAULT_DASK_WORKERS,
+                      help=f"worker processes of the local cluster (default: {DEFAULT_DASK_WORKERS})")
+    dask.add_argument("--partition-size", type=positive_int, default=DEFAULT_PARTITION,
+                      help=f"images per Dask task (default: {DEFAULT_PARTITION})")
     return parser
 
 
@@ -89,23 +137,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.path.isdir(args.input_dir):
         parser.error(f"--input-dir {args.input_dir!r} is not a directory")
     # Read the first entry now, so an unreadable directory is a usage error, not a crash later.
-    paths = iter_images(args.input_dir, recursive=args.recursive,
-                        on_error=lambda exc: print(f"skipped: {exc}", file=sys.stderr))
+    candidates = iter_images(args.input_dir, recursive=args.recursive,
+                             on_error=lambda exc: print(f"skipped: {exc}", file=sys.stderr))
     try:
-        first = next(paths, None)
+        first = next(candidates, None)
     except OSError as exc:
         parser.error(f"--input-dir {args.input_dir!r} cannot be read: {exc.strerror or exc}")
-    try:
-        output = open(args.output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        parser.error(f"--output {args.output!r} cannot be written: {exc.strerror or exc}")
     options = Options(args.url, args.workers, args.timeout, rotate=not args.skip_rotation,
-                      resize=not args.skip_resize, progress=not args.no_progress)
-    with output:
+                      resize=not args.skip_resize, progress=not args.no_progress, retry_budget=args.retry_budget,
+                      memory_budget=args.memory_budget or default_budget())
+    config = {"input_dir": os.path.realpath(args.input_dir), "recursive": args.recursive,
+              "rotate": options.rotate, "resize": options.resize}
+    try:
+        journal = Journal(args.output, config, restart=args.restart).__enter__()
+    except (JournalError, OSError) as exc:
+        parser.error(f"--output {args.output!r} cannot be written or resumed: {getattr(exc, 'strerror', None) or exc}")
+    stream = chain([first] if first is not None else [], candidates)
+    try:
+        if journal.set_aside is not None:
+            print(f"{args.output} disagreed with its index: kept as {journal.set_aside}, rewritten from the index",
+                  file=sys.stderr)
+        if args.dask or args.scheduler:
+            from .distributed import run_distributed  # Dask is imported only when asked for
+            summary = run_distributed(stream, options, journal, scheduler=args.scheduler,
+                                      n_workers=args.dask_workers, partition_size=args.partition_size)
+        else:
+            summary = run(stream, options, journal)
+        totals = journal.totals()
+    except KeyboardInterrupt:  # outside the pool loop (e.g. at start-up): what was recorded stays
+        return EXIT_INTERRUPTED
+    except (OSError, sqlite3.Error) as exc:  # the disk is full or gone: stop cleanly, nothing committed is lost
+        print(f"cannot record results in {args.output}: {getattr(exc, 'strerror', None) or exc}; what was "
+              "recorded is kept, run the same command again to continue", file=sys.stderr)
+        return EXIT_CANNOT_RECORD
+    finally:
         try:
-            summary = run(chain([first] if first is not None else [], paths), options, output)
-        except KeyboardInterrupt:  # outside the pool loop (e.g. at start-up): nothing to finish
-            return EXIT_INTERRUPTED
+            journal.close()
+        except (OSError, sqlite3.Error):
+            pass
     summary.report(sys.stdout)
-    print(f"Results: {args.output}", file=sys.stdout)
-    return summary.exit_code
+    print(f"Results: {args.output} ({totals.results} images in total, {totals.failed} failed, "
+          f"{totals.stats_failed} stats reports not delivered)", file=sys.stdout)
+    return _exit_code(summary, totals)
+
+
+def _exit_code(summary: Summary, totals) -> int:
+    """This run's outcome; a resumed run that had nothing left to do reports the earlier failures."""
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if summary.exit_code or totals.failed or totals.stats_failed:
+        return EXIT_SOME_FAILED
+    return 0

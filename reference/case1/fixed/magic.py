@@ -8,7 +8,8 @@ per pixel). The contract is "one finite float per image" (findings C1-20, C1-29,
   exactly as Pillow's ``convert("L")`` does (ITU-R 601-2), so ``calc_magic_number(np.asarray(im))``
   equals ``calc_magic_number(np.asarray(im.convert("L")))``; a single-channel 3-D array is squeezed;
 * the weighted sum is computed as ``rows @ image @ cols`` in ``int64`` - exact, no ``uint8``
-  overflow, O(h*w) in C with the GIL released. When the sum could exceed ``int64`` (images of
+  overflow, O(h*w) in C with the GIL released - in blocks of rows, so the ``int64`` copy stays a few
+  MiB however large the image. When the sum could exceed ``int64`` (images of
   roughly 19 000 x 19 000 pixels and more) it is computed with Python integers instead, still exact.
   Floating-point input is accumulated in ``float64``.
 """
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 _INT64_MAX = np.iinfo(np.int64).max
+ROWS_PER_BLOCK_BYTES = 8 << 20  # bytes of int64 per block of rows
 
 
 def luminance(image: np.ndarray) -> np.ndarray:
@@ -51,5 +53,10 @@ def calc_magic_number(image: np.ndarray) -> float:
     dtype = np.int64 if bound <= _INT64_MAX else object  # object: exact Python ints, slow but rare
     rows = np.arange(1, height + 1).astype(dtype)
     cols = np.arange(1, width + 1).astype(dtype)
-    total = int(rows @ array.astype(dtype) @ cols)
+    # In blocks of rows: the int64 copy of a whole 9000 x 9000 image would be 8 times its size.
+    step = max(1, ROWS_PER_BLOCK_BYTES // (8 * width))
+    total = 0
+    for start in range(0, height, step):
+        block = array[start:start + step].astype(dtype)
+        total += int(rows[start:start + step] @ (block @ cols))
     return total / (height * width)  # int / int: the correctly rounded float

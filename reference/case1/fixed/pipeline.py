@@ -1,190 +1,188 @@
-"""The run: bounded concurrent processing, streamed results, progress and statistics.
+"""The run: bounded concurrent processing, durable results, progress and statistics.
 
 Why threads: per image the work is decoding, rotating, resizing and encoding (Pillow) and the
 magic number (NumPy) - all of which release the GIL - plus two HTTP round trips, which wait on the
 network. No stage is pure-Python CPU work any more (the per-pixel loop is gone, finding C1-09), so
 a ``ThreadPoolExecutor`` scales with ``--workers`` until the CPU or the server is saturated, with
 no pickling and no process start-up. ``--workers`` is a limit on concurrent requests, not a core
-count (finding C1-02).
+count (finding C1-02). Beyond one machine, :mod:`.distributed` runs this same loop per partition.
 
-Bounded in-flight work (findings C1-03, C1-08): paths come lazily from :mod:`.discovery` and at
-most ``2 * workers`` are submitted and not yet written, so memory does not grow with the number
-of files. Each result is written to the JSON-lines output as soon as it completes and flushed
-(C1-12, C1-27): an interrupted or crashed run keeps every line written so far. Ctrl-C cancels
-what has not started, lets the running requests finish (each is bounded by the timeout), writes
-them, and ends with :data:`EXIT_INTERRUPTED` (a second Ctrl-C stops that wait; the requests
-still running then are not written).
+Bounded in-flight work (findings C1-03, C1-08): candidates come lazily from :mod:`.discovery`, are
+looked up in the index in batches (:mod:`.journal`: what an earlier run finished is skipped), and at
+most ``2 * workers`` are submitted and not yet recorded, so memory does not grow with the number of
+files. Finished results are committed to the index in small batches (every :data:`COMMIT_EVERY`
+results or :data:`COMMIT_SECONDS`) and appended to the JSON-lines output right after (C1-12, C1-27):
+a run killed at any point keeps everything committed, and a rerun does only the rest. Ctrl-C cancels
+what has not started, stops retry waits, lets the running requests finish (each is bounded by the
+timeout), records them, and ends with :data:`EXIT_INTERRUPTED` (a second Ctrl-C stops that wait).
 
-Every image gives exactly one line ``{"path", "class", "score", "elapsed", "image_size",
-"error", "stats_error"}``; a failure has ``error`` set to its cause (exception type and message,
-with the HTTP status for error responses) and is never sent to the stats (C1-10, C1-15, C1-25,
-C1-28). Unexpected exceptions (bugs) are not caught: they end the run with a traceback.
-
-Statistics are streamed (count, sum, min, max over float seconds and byte sizes), O(1) memory
-and no crash when nothing succeeded (C1-13, C1-14). The progress bar counts completed images
-against the images found so far (the total grows while the directory is still being read).
+Every image gives exactly one result (see :mod:`.report`). Expected failures - a bad file, an error
+answer, a timeout - become the result's ``error``. An unexpected exception is a bug of this program:
+its traceback goes to stderr and the image still gets its line (``error`` starting with
+``unexpected``), so one bad input cannot end a week-long run; the summary counts them.
 """
 from __future__ import annotations
 
-import json
 import sys
-from collections import Counter
-from collections.abc import Iterable
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
-from typing import IO, TextIO
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import TextIO
 
 import requests
 from tqdm import tqdm
 
-from .client import Client
-from .imaging import IMAGE_ERRORS, prepare
+from .budget import MemoryBudget, default_budget, return_freed_memory
+from .client import DEFAULT_RETRY_BUDGET, Aborted, Client
+from .discovery import Candidate
+from .imaging import IMAGE_ERRORS, Prepared, prepare
+from .report import EXIT_INTERRUPTED, Result, Summary, describe
 
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_INTERRUPTED = 130
+DEFAULT_WORKERS = 16
+DEFAULT_TIMEOUT = 30.0
+LOOKUP_BATCH = 256
+COMMIT_EVERY = 64
+COMMIT_SECONDS = 0.5
+MAX_TRACEBACKS = 10
+
+__all__ = ["EXIT_INTERRUPTED", "Options", "process_one", "run"]
 
 
 @dataclass(frozen=True)
 class Options:
     url: str
-    workers: int = 16
-    timeout: float = 30.0
+    workers: int = DEFAULT_WORKERS
+    timeout: float = DEFAULT_TIMEOUT
     rotate: bool = True
     resize: bool = True
     progress: bool = True
+    retry_budget: float = DEFAULT_RETRY_BUDGET
+    memory_budget: int = field(default_factory=default_budget)
 
 
-@dataclass(frozen=True)
-class Result:
-    path: str
-    cls: str | None = None
-    score: float | None = None
-    elapsed: float | None = None  # seconds of the classification request
-    image_size: int | None = None  # bytes of the JPEG sent
-    error: str | None = None
-    stats_error: str | None = None
-
-    def to_json(self) -> str:
-        record = {"path": self.path, "class": self.cls, **asdict(self)}
-        del record["cls"]
-        return json.dumps(record, ensure_ascii=False)
+Preparer = Callable[..., Prepared]
 
 
-@dataclass
-class RunningStats:
-    """min/avg/max of a stream of numbers in O(1) memory."""
-
-    count: int = 0
-    total: float = 0.0
-    low: float = float("inf")
-    high: float = float("-inf")
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        self.total += value
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
-
-    def summary(self, fmt: str = "{:.4f}") -> str:
-        if not self.count:
-            return "n/a"
-        return "/".join(fmt.format(v) for v in (self.low, self.total / self.count, self.high))
-
-
-@dataclass
-class Summary:
-    classes: Counter = field(default_factory=Counter)
-    request_time: RunningStats = field(default_factory=RunningStats)
-    image_size: RunningStats = field(default_factory=RunningStats)
-    succeeded: int = 0
-    failed: int = 0
-    interrupted: bool = False
-
-    def add(self, result: Result) -> None:
-        if result.error is not None:
-            self.failed += 1
-            return
-        self.succeeded += 1
-        self.classes[result.cls] += 1
-        self.request_time.add(result.elapsed)
-        self.image_size.add(result.image_size)
-
-    def report(self, out: TextIO) -> None:
-        print(f"Images classified: {self.succeeded}, failed: {self.failed}"
-              + (" (interrupted)" if self.interrupted else ""), file=out)
-        print("Classification results:", file=out)
-        for cls, count in self.classes.most_common():
-            print(cls, "--", count, file=out)
-        print(f"Request time min/avg/max: {self.request_time.summary()} s", file=out)
-        print(f"Image size min/avg/max: {self.image_size.summary('{:.1f}')} bytes", file=out)
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_SOME_FAILED if self.failed else EXIT_OK
-
-
-def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def process_one(path: str, client: Client, options: Options) -> Result:
-    """Prepare, classify and report one image; expected failures become the result's ``error``."""
+def process_one(candidate: Candidate, client: Client, options: Options, budget: MemoryBudget,
+                preparer: Preparer = prepare) -> tuple[Result, bool] | None:
+    """Prepare, classify and report one image: ``(result, unexpected)``, or None when aborted."""
+    path, key = candidate.path, candidate.key
+    if candidate.problem is not None:
+        return Result(path, key, error=candidate.problem), False
     try:
-        prepared = prepare(path, rotate=options.rotate, resize=options.resize)
-    except IMAGE_ERRORS as exc:
-        return Result(path, error=describe(exc))
-    try:
-        answer = client.classify(prepared.jpeg, prepared.magic)
-    except requests.RequestException as exc:
-        return Result(path, image_size=len(prepared.jpeg), error=describe(exc))
-    stats_error = None
-    try:  # in the worker, over the same session: stats scale with the workers (C1-11)
-        client.send_stats(answer.elapsed, answer.cls, len(prepared.jpeg))
-    except requests.RequestException as exc:
-        stats_error = describe(exc)
-    return Result(path, answer.cls, answer.score, answer.elapsed, len(prepared.jpeg), None, stats_error)
+        try:
+            prepared = preparer(path, rotate=options.rotate, resize=options.resize, budget=budget)
+        except IMAGE_ERRORS as exc:
+            return Result(path, key, error=describe(exc)), False
+        try:
+            answer = client.classify(prepared.jpeg, prepared.magic)
+        except requests.RequestException as exc:
+            return Result(path, key, image_size=len(prepared.jpeg), error=describe(exc)), False
+        stats_error = None
+        try:  # in the worker, over the same session: stats scale with the workers (C1-11)
+            client.send_stats(answer.elapsed, answer.cls, len(prepared.jpeg))
+        except requests.RequestException as exc:
+            stats_error = describe(exc)
+        return Result(path, key, answer.cls, answer.score, answer.elapsed, len(prepared.jpeg), None,
+                      stats_error), False
+    except Aborted:
+        return None
+    except Exception as exc:  # a bug: keep the run going, keep the evidence
+        return Result(path, key, error=f"unexpected {describe(exc)}"), _print_traceback(path, exc)
 
 
-def run(paths: Iterable[str], options: Options, output: IO[str], progress_stream: TextIO = sys.stderr) -> Summary:
-    """Process every path with at most ``2 * workers`` in flight; write one line per image."""
+_tracebacks_printed = 0
+
+
+def _print_traceback(path: str, exc: BaseException) -> bool:
+    global _tracebacks_printed
+    if _tracebacks_printed < MAX_TRACEBACKS:
+        _tracebacks_printed += 1
+        print(f"unexpected error while processing {path!r}:", file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+    return True
+
+
+def _pending(candidates: Iterable[Candidate], journal, summary: Summary) -> Iterator[Candidate]:
+    """The candidates the index does not hold yet, looked up in batches."""
+    iterator = iter(candidates)
+    while batch := list(islice(iterator, LOOKUP_BATCH)):
+        done = journal.done([c.key for c in batch]) if journal is not None else set()
+        summary.resumed += len(done)
+        yield from (c for c in batch if c.key not in done)
+
+
+class _Recorder:
+    """Buffers finished results and commits them to the journal in small batches."""
+
+    def __init__(self, journal, summary: Summary, bar, sink: Callable[[Result], None] | None):
+        self.journal, self.summary, self.bar, self.sink = journal, summary, bar, sink
+        self.buffer: list[tuple[bytes, str, bool, bool]] = []
+        self.last = time.monotonic()
+
+    def add(self, result: Result, unexpected: bool) -> None:
+        self.summary.add(result, unexpected)
+        if self.sink is not None:
+            self.sink(result)
+        self.buffer.append((result.key, result.to_json(), result.error is not None, result.stats_error is not None))
+        if len(self.buffer) >= COMMIT_EVERY or time.monotonic() - self.last >= COMMIT_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer and self.journal is not None:
+            self.journal.record(self.buffer)
+        self.bar.update(len(self.buffer))  # progress counts results that are recorded (C1-08)
+        self.buffer, self.last = [], time.monotonic()
+
+
+def run(candidates: Iterable[Candidate], options: Options, journal=None, progress_stream: TextIO = sys.stderr,
+        preparer: Preparer = prepare, sink: Callable[[Result], None] | None = None) -> Summary:
+    """Process every candidate not yet in ``journal`` with at most ``2 * workers`` in flight.
+
+    ``journal`` is a :class:`~.journal.Journal` (None: results only go to ``sink``); ``sink`` sees
+    every result as it is recorded; ``preparer`` replaces :func:`~.imaging.prepare` (the
+    measurements run the same loop with emulated stages).
+    """
     summary = Summary()
     window = 2 * options.workers
-    in_flight: set[Future[Result]] = set()
+    return_freed_memory()
+    budget = MemoryBudget(options.memory_budget)
+    in_flight: set[Future] = set()
     # No percentage: the total is what discovery has found so far, not the size of the directory.
     bar = tqdm(total=0, unit="img", file=progress_stream, disable=not options.progress,
                bar_format="{n_fmt}/{total_fmt} images done [{elapsed}, {rate_fmt}]")
+    recorder = _Recorder(journal, summary, bar, sink)
 
-    def drain(done: Iterable[Future[Result]]) -> None:
+    def drain(done: Iterable[Future]) -> None:
         for future in done:
-            if future.cancelled():
-                continue
-            result = future.result()  # a bug in a worker re-raises here and ends the run
-            output.write(result.to_json() + "\n")
-            output.flush()
-            summary.add(result)
-            bar.update(1)
+            if future.cancelled() or future.result() is None:
+                continue  # not started, or aborted while waiting to retry: not finished, not recorded
+            recorder.add(*future.result())
 
-    with Client(options.url, options.timeout) as client, \
+    with Client(options.url, options.timeout, options.retry_budget) as client, \
             ThreadPoolExecutor(options.workers, thread_name_prefix="classify") as executor:
         try:
-            for path in paths:
-                if len(in_flight) >= window:
+            try:
+                for candidate in _pending(candidates, journal, summary):
+                    if len(in_flight) >= window:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        drain(done)
+                    in_flight.add(executor.submit(process_one, candidate, client, options, budget, preparer))
+                    bar.total += 1
+                while in_flight:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     drain(done)
-                in_flight.add(executor.submit(process_one, path, client, options))
-                bar.total += 1
-            while in_flight:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+                client.abort()
+                for future in in_flight:
+                    future.cancel()
+                done, in_flight = wait(in_flight)
                 drain(done)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            for future in in_flight:
-                future.cancel()
-            done, in_flight = wait(in_flight)
-            drain(done)
         finally:
+            recorder.flush()
             bar.close()
     return summary
