@@ -1,7 +1,9 @@
 """Execute the workbench notebooks headlessly (nbclient), for the tests and for the review build.
 
 Notebooks read ``WORKBENCH_MODE`` (``quick`` in the tests, ``full`` in the main job) to size their
-measurements, and ``DATABASE_URL`` when they need PostgreSQL.
+measurements, and ``DATABASE_URL`` when they need PostgreSQL. The main job commits them with the
+outputs of its run, so no per-cell timing metadata is kept (it would change every run); figure
+resolution comes from notebooks/matplotlibrc.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def execute(path: Path, out: Path | None = None, mode: str = "quick",
     os.environ["WORKBENCH_MODE"] = mode
     os.environ.update(env or {})
     try:  # the kernel inherits this process's environment
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         for k, v in saved.items():
