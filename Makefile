@@ -13,12 +13,15 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e .
 	@touch $@
 
-## Main job: run the evidence, benchmarks and notebooks, then render the review into build/site.
+## Main job: measure again (evidence, benchmarks, notebooks, load runs), record the figures in
+## review/data, refresh review/*.md and its plots, build build/site and print build/review.pdf.
 review: $(STAMP)
 	$(BIN)/python -m workbench.build
 
-## Tests: every finding's evidence, the registry checks, the executed notebooks.
+## Tests: every finding's evidence, the registry checks, the executed notebooks, the committed
+## review against its data, and the site in headless Chromium (installed here when root can).
 test: $(STAMP)
+	-@$(BIN)/python -m workbench.browser install
 	$(BIN)/python -m pytest
 
 ## Full benchmarks (longer than the ones the main job runs).
