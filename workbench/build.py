@@ -94,7 +94,7 @@ def step_promote(ns) -> bool:
     for path in sorted((BUILD / "notebooks").glob("*.ipynb")):
         if since is not None and path.stat().st_mtime < since:
             continue
-        shutil.copy2(path, ROOT / "notebooks" / path.name)
+        notebooks.write_committed(path, ROOT / "notebooks" / path.name)
         print(f"promoted notebooks/{path.name} (with the outputs of this run)")
     return True
 

@@ -41,3 +41,11 @@ def execute(path: Path, out: Path | None = None, mode: str = "quick",
         out.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, out)
     return nb
+
+
+def write_committed(executed: Path, target: Path) -> None:
+    """Copy an executed notebook over the committed one, without per-cell timing metadata."""
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("execution", None)
+    nbformat.write(nb, target)

@@ -161,9 +161,10 @@ def races_by_clients(ctx):
 
 @plot("case2_load.svg")
 def load_as_given_vs_fixed(ctx):
-    from .review_context import SERVER_RU, SERVICE_RU, _runs
+    from .review_context import SERVICE_RU, _runs
     runs = _runs(ctx)
-    labels = [f"{SERVICE_RU.get(r['service'], r['service'])}\n{SERVER_RU.get(r['server'], r['server'])}"
+    short_server = {"gunicorn": "gunicorn", "flask-dev": "Flask dev"}
+    labels = [f"{SERVICE_RU.get(r['service'], r['service'])}\n{short_server.get(r['server'], r['server'])}"
               for r in runs]
     colors = ["C3" if r["service"] == "as_given" else "C2" for r in runs]
     fig = _figure((7.6, 3.4))
