@@ -88,3 +88,25 @@ def test_promote_refuses_a_partial_run_and_keeps_older_results_out(tmp_path):
             {"name": name, "recorded_at": stamp, "machine": {}, "data": {"x": 1}}))
     review.promote(build, data, since=review._epoch("2026-06-01T00:00:00Z"))
     assert sorted(p.name for p in data.iterdir()) == ["evidence.json", "new.json"]
+
+
+def test_cards_read_the_per_stack_evidence_shape_and_the_old_one():
+    from workbench import findings, review_context
+
+    found, _ = findings.check()
+    f = found[0]
+    per_stack = {"as_given": {"2020": "demonstrated", "today": "demonstrated"}, "fixed": "passes",
+                 "behaviour_differs": True,
+                 "tests": {"as_given": {"2020": [{"test": "t::a", "outcome": "passed"}],
+                                        "today": [{"test": "t::b", "outcome": "passed"}]},
+                           "fixed": [{"test": "t::c", "outcome": "passed"}]}}
+    old = {"as_given": "demonstrated", "fixed": "pending",
+           "tests": {"as_given": [{"test": "t::a", "outcome": "passed"}], "patched": [], "fixed": []}}
+    for row, expect in ((per_stack, "стек задания"), (old, "ожидается")):
+        ctx = review_context.Context(data={"evidence": {"data": {"findings": {f.id: row}}}},
+                                     findings=found, page_list=[], review=review.REVIEW)
+        text = review_context._evidence_text(ctx, f)
+        assert expect in text and "t::a" in text
+    ctx = review_context.Context(data={}, findings=found, page_list=[], review=review.REVIEW)
+    with pytest.raises(review_context.Missing):
+        review_context._evidence_text(ctx, f)
