@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from workbench import review
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.skipif(os.environ.get("WORKBENCH_MAIN_JOB") == "1",
+                    reason="inside the main job, which promotes new figures and then re-renders the review")
 def test_committed_review_is_up_to_date_with_its_data():
     stale = review.render(check=True)
     assert stale == [], ("committed text or plots differ from review/data and the registry; run "
@@ -86,6 +89,10 @@ def test_promote_refuses_a_partial_run_and_keeps_older_results_out(tmp_path):
     for name, stamp in (("old", "2020-01-01T00:00:00Z"), ("new", "2030-01-01T00:00:00Z")):
         (build / "results" / f"{name}.json").write_text(json.dumps(
             {"name": name, "recorded_at": stamp, "machine": {}, "data": {"x": 1}}))
+    with pytest.raises(review.RenderError, match="earlier run"):
+        review.promote(build, data, since=review._epoch("2026-06-01T00:00:00Z"))
+    matrix["generated_at"] = "2026-07-01T00:00:00Z"
+    (build / "evidence" / "matrix.json").write_text(json.dumps(matrix))
     review.promote(build, data, since=review._epoch("2026-06-01T00:00:00Z"))
     assert sorted(p.name for p in data.iterdir()) == ["evidence.json", "new.json"]
 

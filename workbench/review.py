@@ -197,6 +197,8 @@ def promote(build: Path = BUILD, data: Path = DATA, since: Optional[float] = Non
     matrix = json.loads(matrix_path.read_text(encoding="utf-8"))
     if not matrix.get("complete_run"):
         raise RenderError(f"{matrix_path} is from a partial run; refusing to promote it")
+    if since is not None and _epoch(matrix.get("generated_at")) < since - 1:
+        raise RenderError(f"{matrix_path} is from an earlier run than this one; refusing to promote it")
     staged = {"evidence": {"name": "evidence", "recorded_at": matrix["generated_at"],
                            "machine": machine.describe(), "data": matrix}}
     for path in sorted((build / "results").glob("*.json")):
@@ -215,6 +217,12 @@ def promote(build: Path = BUILD, data: Path = DATA, since: Optional[float] = Non
                           encoding="utf-8")
         written.append(str(target))
     return written
+
+
+def run_started(build: Path = BUILD) -> Optional[float]:
+    """When the last whole main job started measuring (build/run.json), if one did."""
+    path = build / "run.json"
+    return json.loads(path.read_text(encoding="utf-8"))["started"] if path.is_file() else None
 
 
 def _epoch(stamp: Optional[str]) -> float:
@@ -254,7 +262,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ns = parser.parse_args(argv)
     try:
         if ns.action == "promote":
-            for line in promote():
+            for line in promote(since=run_started()):
                 print(f"promoted {line}")
             return 0
         changed = render(check=ns.check, plots=not ns.no_plots)
