@@ -31,13 +31,16 @@ $(STAMP2020): requirements-2020.lock
 	$(VENV2020)/bin/python -m pip install -q -r requirements-2020.lock
 	@touch $@
 
-## Main job: run the evidence, benchmarks and notebooks, then render the review into build/site.
+## Main job: measure again (evidence on both stacks, benchmarks, notebooks, load runs), record the
+## figures in review/data, refresh review/*.md and its plots, build build/site and print build/review.pdf.
 review: $(STAMP) stack2020
 	$(BIN)/python -m workbench.build
 
 ## Tests: every finding's evidence (the as-given side on both stacks), the registry checks, the
-## executed notebooks.
+## executed notebooks, the committed review against its data, and the site in headless Chromium
+## (installed here when root can).
 test: $(STAMP) stack2020
+	-@$(BIN)/python -m workbench.browser install
 	$(BIN)/python -m pytest
 
 ## Full benchmarks (longer than the ones the main job runs).

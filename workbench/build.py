@@ -1,4 +1,4 @@
-"""The main job: build the whole review with its evidence (``make review``).
+"""The main job: measure everything again and refresh the committed review (``make review``).
 
 Steps, in order (``--only`` picks some):
   evidence    the full test suite with the slow measurements: evidence matrix (build/evidence) and recorded figures (build/results)
@@ -6,14 +6,21 @@ Steps, in order (``--only`` picks some):
   benchmarks  each benchmarks/<suite>/ timed by pytest-benchmark -> build/benchmarks/<suite>.json
   notebooks   notebooks/*.ipynb executed in full mode -> build/notebooks/
   loadtests   loadtests/run.py, bounded Locust runs on loopback -> build/loadtests/
-  site        the Russian review rendered by MkDocs Material -> build/site/index.html
+  promote     a complete run's figures -> review/data (committed), executed notebooks -> notebooks/
+  render      review/*.md and review/img/*.svg refreshed from review/data and the registry
+  site        the review rendered by MkDocs Material -> build/site/index.html (no measuring: seconds)
+  export      the whole review as one PDF, printed by headless Chromium -> build/review.pdf
 
-A failing step does not hide the others: the site still shows what was measured, and the job
-exits non-zero naming the steps that failed.
+The measuring steps write only under build/. ``promote`` runs only when the benchmark, notebook and
+load steps of this invocation succeeded and the evidence matrix is from this run's complete test
+session (failing tests are recorded in it, not hidden); a partial run never replaces the record.
+``render``, ``site`` and ``export`` work from what is committed, so ``--only site`` rebuilds the
+site without measuring.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -21,14 +28,16 @@ import sys
 import time
 from pathlib import Path
 
-from . import notebooks, pg, site
+from . import notebooks, pg
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
-STEPS = ("evidence", "mutation", "benchmarks", "notebooks", "loadtests", "site")
+MEASURING = ("evidence", "mutation", "benchmarks", "notebooks", "loadtests")
+STEPS = MEASURING + ("promote", "render", "site", "export")
+RUN_FILE = BUILD / "run.json"  # when this main job started measuring (read by review.run_started)
 
 
-def _run(cmd: list[str], **kwargs) -> int:
+def _run(cmd: list, **kwargs) -> int:
     print("+", " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=ROOT, **kwargs)
 
@@ -59,6 +68,7 @@ def step_benchmarks(ns) -> bool:
 
 def step_notebooks(ns) -> bool:
     out = BUILD / "notebooks"
+    shutil.rmtree(out, ignore_errors=True)  # only this run's notebooks may be written back
     ok = True
     with pg.database_url() as url:
         for path in notebooks.discover():
@@ -84,26 +94,74 @@ def step_loadtests(ns) -> bool:
     return _run(cmd) == 0
 
 
+def step_promote(ns) -> bool:
+    from . import review
+
+    since = review.run_started(BUILD)
+    for line in review.promote(BUILD, since=since):
+        print(f"promoted {Path(line).relative_to(ROOT)}")
+    for path in sorted((BUILD / "notebooks").glob("*.ipynb")):
+        if since is not None and path.stat().st_mtime < since:
+            continue
+        notebooks.write_committed(path, ROOT / "notebooks" / path.name)
+        print(f"promoted notebooks/{path.name} (with the outputs of this run)")
+    return True
+
+
+def step_render(ns) -> bool:
+    from . import review
+
+    for line in review.render():
+        print(f"rendered {line}")
+    return True
+
+
 def step_site(ns) -> bool:
+    from . import site
+
     index = site.build(BUILD) / "index.html"
     print(f"review: {index}")
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
+def step_export(ns) -> bool:
+    from . import browser
+
+    try:
+        print(f"review PDF: {browser.export_pdf(BUILD / 'site', BUILD / 'review.pdf')}")
+    except browser.BrowserError as exc:
+        print(f"cannot print the review to PDF: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.build", description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
     parser.add_argument("--full", action="store_true", help="longer benchmarks and load runs")
     ns = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    steps = ns.only or STEPS
+    if set(MEASURING) <= set(steps):  # a whole run: promote only what this run records
+        BUILD.mkdir(parents=True, exist_ok=True)
+        RUN_FILE.write_text(json.dumps({"started": time.time()}))
     failed = []
-    for name in ns.only or STEPS:
+    # The tests read the committed review as it stands; this job re-renders it after promoting.
+    os.environ["WORKBENCH_MAIN_JOB"] = "1"
+    for name in steps:
+        # A failing evidence test is itself a result (the matrix records it); a failed measuring
+        # step would leave figures missing or stale, so the record keeps the last complete run.
+        if name == "promote" and any(step in failed for step in MEASURING if step != "evidence"):
+            print("== promote: skipped, a measuring step failed (the record keeps the last complete run)",
+                  flush=True)
+            failed.append(name)
+            continue
         started = time.monotonic()
         print(f"== {name}", flush=True)
         try:
             ok = globals()[f"step_{name}"](ns)
         except Exception as exc:
-            print(f"step {name} failed: {exc}", file=sys.stderr)
+            print(f"step {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             ok = False
         print(f"== {name}: {'ok' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s", flush=True)
         if not ok:

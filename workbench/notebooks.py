@@ -1,7 +1,9 @@
 """Execute the workbench notebooks headlessly (nbclient), for the tests and for the review build.
 
 Notebooks read ``WORKBENCH_MODE`` (``quick`` in the tests, ``full`` in the main job) to size their
-measurements, and ``DATABASE_URL`` when they need PostgreSQL.
+measurements, and ``DATABASE_URL`` when they need PostgreSQL. The main job commits them with the
+outputs of its run, so no per-cell timing metadata is kept (it would change every run); figure
+resolution comes from notebooks/matplotlibrc.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def execute(path: Path, out: Path | None = None, mode: str = "quick",
     os.environ["WORKBENCH_MODE"] = mode
     os.environ.update(env or {})
     try:  # the kernel inherits this process's environment
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         for k, v in saved.items():
@@ -40,3 +42,11 @@ def execute(path: Path, out: Path | None = None, mode: str = "quick",
         out.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, out)
     return nb
+
+
+def write_committed(executed: Path, target: Path) -> None:
+    """Copy an executed notebook over the committed one, without per-cell timing metadata."""
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("execution", None)
+    nbformat.write(nb, target)

@@ -1,189 +1,160 @@
-"""Render the Russian review into a static site (MkDocs Material) under build/site.
+"""The review as a static site (MkDocs Material) under build/site, built from what is committed.
 
-Inputs, all produced by the main job or kept in the repository:
-- review/findings/*.yaml  the findings registry (text, severity, location)
-- review/*.md             narrative pages; Jinja2 templates with the context below
-- build/evidence/matrix.json   the last test run's evidence per finding
-- build/benchmarks/*.json      pytest-benchmark reports
-- build/results/*.json         figures recorded by tests and notebooks
-- build/notebooks/*.ipynb      executed notebooks (embedded by mkdocs-jupyter)
-- build/loadtests/*            Locust reports (linked)
+    python -m workbench.site            # build/site/index.html is the overview (opens offline)
 
-Generated Markdown goes to build/docs; `mkdocs build` turns it into build/site.
+Inputs, all in the repository (nothing is measured here, so the build takes seconds):
+- review/*.md, review/img/    the rendered pages and plots (refreshed by ``workbench.review render``)
+- review/pages.yml            the page list: the navigation, in reading order
+- notebooks/*.ipynb           the notebooks with the outputs of the recorded run
+
+Notebooks become ordinary pages: nbconvert's Markdown export, with TeX turned into MathML at build
+time (latex2mathml), so formulas show without any script or network. The theme loads no web
+fonts. ``review.html`` joins every page into one document for printing or mailing.
 """
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Dict, List, Tuple
 
-import jinja2
 import yaml
-
-from . import findings as registry
-from . import machine, results
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
+REVIEW = ROOT / "review"
+NOTEBOOKS = ROOT / "notebooks"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+SINGLE_PAGE = "review.md"  # every page in one document (printed to PDF by workbench.browser)
 
-SEVERITY_RU = {"critical": "критично", "major": "серьёзно", "minor": "незначительно", "nit": "мелочь"}
-CATEGORY_RU = {"correctness": "корректность", "concurrency": "конкурентность", "security": "безопасность",
-               "reliability": "надёжность", "performance": "производительность", "api": "API",
-               "readability": "читаемость"}
-STATUS_RU = {"demonstrated": "показано", "failed": "НЕ показано (тест упал)", "passes": "исправлено",
-             "fails": "НЕ исправлено (тест упал)", "pending": "ожидается", "skipped": "пропущено",
-             "no test": "нет теста", None: "нет данных (тесты не запускались)",
-             "absent": "дефекта нет (проверено)", "not run": "не запускалось"}
-STACK_RU = {"2020": "стек задачи (2020)", "today": "сегодня"}
+NOTEBOOK_LINK = re.compile(r"\]\(\.\./notebooks/(?P<stem>[\w-]+)\.ipynb(?P<anchor>#[^)]*)?\)")
+MD_LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]+)\]\((?P<target>[^)\s]+)\)")
+CODE = re.compile(r"(```.*?```|`[^`\n]+`)", re.S)
+MATH = re.compile(r"\$\$(?P<block>.+?)\$\$|\$(?P<inline>[^$\n]+?)\$", re.S)
 
 
-def status_ru(status) -> str:
-    """A side's status; the as-given side is per stack ({"2020": ..., "today": ...})."""
-    if isinstance(status, dict):
-        return "; ".join(f"{STACK_RU.get(k, k)}: {STATUS_RU.get(v, v)}" for k, v in status.items())
-    return STATUS_RU.get(status, status)
+# ------------------------------------------------------------------------------------ pages
 
-
-def demonstrated(status) -> bool:
-    """The as-given evidence holds (on some stack, per stack shape)."""
-    values = status.values() if isinstance(status, dict) else [status]
-    return "demonstrated" in values and "failed" not in values
-# Partials (answers to the task's extra questions, load results) shown after each case's narrative.
-PARTIALS = {1: ("case1_questions.md", "case1_volume.md"), 2: ("case2_model.md", "case2_load.md")}
-CASE_TITLES = {1: "Кейс 1: скрипт обработки изображений", 2: "Кейс 2: сервис заданий на Flask"}
-
-
-@dataclass
-class Inputs:
-    findings: list
-    matrix: dict | None
-    benchmarks: dict
-    results: dict
-    notebooks: list[Path]
-    loadtests: list[Path]
-
-
-def load_benchmarks(folder: Path) -> dict:
-    """{report: {"machine": ..., "datetime": ..., "benchmarks": {fullname: stats}, "by_name": {...}}}."""
-    out = {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        entries = {}
-        for b in raw.get("benchmarks", []):
-            stats = dict(b.get("stats") or {})
-            stats.update(name=b["name"], group=b.get("group"), extra_info=b.get("extra_info", {}))
-            entries[b["fullname"]] = stats
-        out[path.stem] = {"machine": raw.get("machine_info", {}), "datetime": raw.get("datetime"),
-                          "benchmarks": entries,
-                          "by_name": {s["name"]: s for s in entries.values()}}
+def page_sections(review: Path = REVIEW) -> List[Tuple[str, List[dict]]]:
+    """(section, pages) in reading order, only pages that exist (pages.yml may name future ones)."""
+    listed = yaml.safe_load((review / "pages.yml").read_text(encoding="utf-8"))
+    out = []
+    for sec in listed:
+        present = [p for p in sec["pages"] if (review / p["file"]).is_file()]
+        if present:
+            out.append((sec["section"], present))
     return out
 
 
-def gather(build: Path = BUILD, registry_path: Path = registry.DEFAULT_REGISTRY) -> Inputs:
-    found, errors = registry.check(registry_path)
-    if errors:
-        raise registry.RegistryError("the findings registry has problems:\n" + "\n".join(errors))
-    matrix_path = build / "evidence" / "matrix.json"
-    matrix = json.loads(matrix_path.read_text(encoding="utf-8")) if matrix_path.is_file() else None
-    nb_dir, lt_dir = build / "notebooks", build / "loadtests"
-    return Inputs(
-        findings=found, matrix=matrix, benchmarks=load_benchmarks(build / "benchmarks"),
-        results=results.load_all(build / "results"),
-        notebooks=sorted(nb_dir.glob("*.ipynb")) if nb_dir.is_dir() else [],
-        loadtests=sorted(p for p in lt_dir.iterdir() if p.is_file()) if lt_dir.is_dir() else [])
+def _site_links(text: str) -> str:
+    """Links that point outside review/ on GitHub, pointed at their pages in the site."""
+    return NOTEBOOK_LINK.sub(lambda m: f"](notebooks/{m['stem']}.md{m['anchor'] or ''})", text)
 
 
-def _evidence(matrix: dict | None, fid: str) -> dict:
-    row = (matrix or {}).get("findings", {}).get(fid)
-    if row is None:
-        return {"as_given": None, "fixed": None, "tests": {}}
-    return row
+# -------------------------------------------------------------------------------- notebooks
+
+def tex_to_mathml(markdown: str) -> str:
+    """Replace $...$ and $$...$$ outside code with MathML (rendered by the browser itself)."""
+    from latex2mathml.converter import convert
+
+    def math(m: "re.Match") -> str:
+        if m["block"] is not None:
+            return "\n\n" + convert(m["block"].strip(), display="block") + "\n\n"
+        return convert(m["inline"].strip())
+
+    parts = CODE.split(markdown)
+    return "".join(part if i % 2 else MATH.sub(math, part) for i, part in enumerate(parts))
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(ROOT / "review")),
-                                    jinja2.FileSystemLoader(str(TEMPLATES))]),
-        undefined=jinja2.ChainableUndefined, keep_trailing_newline=True,
-        trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(
-        severity_ru=SEVERITY_RU.get, category_ru=CATEGORY_RU.get,
-        status_ru=status_ru, demonstrated=demonstrated,
-        ms=lambda seconds, digits=2: f"{seconds * 1000:.{digits}f}",
-        ratio=lambda a, b, digits=1: f"{a / b:.{digits}f}" if a and b else "н/д",
-        indent_block=lambda text, n=4: "\n".join((" " * n + line) if line else line
-                                                 for line in str(text).splitlines()))
-    return env
+def notebook_page(path: Path, docs: Path) -> str:
+    """Convert one executed notebook to a Markdown page (its images beside it); return its file."""
+    import nbformat
+    from nbconvert import MarkdownExporter
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = tex_to_mathml(cell.source)
+    body, resources = MarkdownExporter().from_notebook_node(
+        nb, resources={"output_files_dir": f"{path.stem}_files"})
+    folder = docs / "notebooks"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in resources.get("outputs", {}).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    header = (f"<!-- generated from notebooks/{path.name} by workbench.site; edit the notebook -->\n\n")
+    (folder / f"{path.stem}.md").write_text(header + body, encoding="utf-8")
+    return f"notebooks/{path.stem}.md"
 
 
-def _context(inputs: Inputs) -> dict:
-    cards = []
-    for f in inputs.findings:
-        cards.append({"f": f, "excerpt": f.excerpt(), "evidence": _evidence(inputs.matrix, f.id),
-                      "lang": "python" if f.file.endswith(".py") else ""})
-    first_bench = next(iter(inputs.benchmarks.values()), None)
-    built = {p.stem for p in inputs.notebooks}
-
-    def notebook_link(stem: str, text: str) -> str:
-        # Link only notebooks the build executed: a dangling link would fail `mkdocs --strict`.
-        return f"[{text}](notebooks/{stem}.ipynb)" if stem in built else f"{text} (`notebooks/{stem}.ipynb`)"
-
-    return {
-        "cards": cards, "cards_by_case": {c: [x for x in cards if x["f"].case == c] for c in (1, 2)},
-        "matrix": inputs.matrix, "benchmarks": inputs.benchmarks, "results": inputs.results,
-        "notebooks": [p.stem for p in inputs.notebooks],
-        "loadtests": [p.name for p in inputs.loadtests],
-        "machine_summary": machine.summary(), "bench_machine": first_bench and first_bench["machine"],
-        "notebook_link": notebook_link, "case_titles": CASE_TITLES, "severities": registry.SEVERITIES,
-    }
+def notebook_title(path: Path) -> str:
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return path.stem
 
 
-def render_docs(inputs: Inputs, docs: Path) -> list[str]:
-    """Write the Markdown sources of the site; return the navigation entries."""
+# ------------------------------------------------------------------------ single document
+
+def single_page(sections: List[Tuple[str, List[dict]]], review: Path) -> str:
+    """Every page in reading order as one Markdown document, links turned into anchors."""
+    files = [p["file"] for _, pages in sections for p in pages]
+
+    def relink(m: "re.Match") -> str:
+        target, text = m["target"], m["text"]
+        page, _, anchor = target.partition("#")
+        if page in files:
+            return f"[{text}](#{anchor or 'page-' + Path(page).stem.lower()})"
+        if page.startswith("../") or (page.endswith(".ipynb")):
+            return f"{text} (`{page.lstrip('./')}`)"
+        return m.group(0)
+
+    chunks = ["# Ревью кода: два кейса с доказательствами (всё на одной странице)\n"]
+    for section, pages in sections:
+        for p in pages:
+            text = (review / p["file"]).read_text(encoding="utf-8")
+            text = MD_LINK.sub(relink, text)
+            # One level down: the document has its own title.
+            text = re.sub(r"^(#{1,5}) ", r"#\1 ", text, flags=re.M)
+            chunks.append(f'<a id="page-{Path(p["file"]).stem.lower()}"></a>\n\n{text}')
+    return "\n\n".join(chunks)
+
+
+# ------------------------------------------------------------------------------ the build
+
+def stage_docs(docs: Path, review: Path = REVIEW, notebooks: Path = NOTEBOOKS) -> list:
+    """Write the site's sources into ``docs``; return the navigation."""
     if docs.exists():
         shutil.rmtree(docs)
     docs.mkdir(parents=True)
-    env, ctx = _environment(), _context(inputs)
-    nav = []
-
-    def page(template: str, target: str, title: str, **extra):
-        text = env.get_template(template).render(**ctx, **extra)
-        (docs / target).parent.mkdir(parents=True, exist_ok=True)
-        (docs / target).write_text(text, encoding="utf-8")
-        nav.append({title: target})
-
-    shutil.copy2(TEMPLATES / "extra.css", docs / "extra.css")
-    page("index.md", "index.md", "Обзор")
-    for case in (1, 2):
-        narrative = f"case{case}.md"
-        has_narrative = (ROOT / "review" / narrative).is_file()
-        partials = [p for p in PARTIALS[case] if (ROOT / "review" / p).is_file()]
-        page("case_page.md.j2", narrative, CASE_TITLES[case], case=case,
-             narrative=narrative if has_narrative else None, partials=partials)
-    page("evidence.md.j2", "evidence.md", "Матрица доказательств")
-    if inputs.benchmarks:
-        page("benchmarks.md.j2", "benchmarks.md", "Бенчмарки")
-    if inputs.loadtests:
-        lt = docs / "loadtests"
-        lt.mkdir()
-        for p in inputs.loadtests:
-            shutil.copy2(p, lt / p.name)
-        page("loadtests.md.j2", "loadtests.md", "Нагрузочные прогоны")
-    if inputs.notebooks:
-        nb = docs / "notebooks"
-        nb.mkdir()
+    sections = page_sections(review)
+    nav: list = []
+    for section, pages in sections:
         entries = []
-        for p in inputs.notebooks:
-            shutil.copy2(p, nb / p.name)
-            entries.append({p.stem: f"notebooks/{p.name}"})
-        nav.append({"Ноутбуки": entries})
-    page("reproduce.md.j2", "reproduce.md", "Как воспроизвести")
+        for p in pages:
+            text = _site_links((review / p["file"]).read_text(encoding="utf-8"))
+            (docs / p["file"]).write_text(text, encoding="utf-8")
+            entries.append({p["title"]: p["file"]})
+        nav.append({section: entries})
+    if (review / "img").is_dir():
+        shutil.copytree(review / "img", docs / "img")
+    nb_entries = [{notebook_title(path): notebook_page(path, docs)}
+                  for path in sorted(notebooks.glob("*.ipynb")) if not path.name.startswith("_")]
+    if nb_entries:
+        nav.append({"Ноутбуки": nb_entries})
+    (docs / SINGLE_PAGE).write_text(single_page(sections, review), encoding="utf-8")
+    shutil.copy2(TEMPLATES / "extra.css", docs / "extra.css")
     return nav
+
+
+SLUGIFY = "__SLUGIFY__"
 
 
 def write_mkdocs_config(nav: list, docs: Path, site: Path, config: Path) -> None:
@@ -192,29 +163,39 @@ def write_mkdocs_config(nav: list, docs: Path, site: Path, config: Path) -> None
         "docs_dir": str(docs), "site_dir": str(site), "use_directory_urls": False,
         "theme": {"name": "material", "language": "ru", "font": False,
                   "features": ["navigation.sections", "toc.follow", "content.code.copy"]},
-        "nav": nav, "extra_css": ["extra.css"],
+        "nav": nav, "extra_css": ["extra.css"], "not_in_nav": f"/{SINGLE_PAGE}",
         "markdown_extensions": [
-            "admonition", "tables", "attr_list", "md_in_html", "pymdownx.details",
+            "tables", "attr_list", "md_in_html",
             {"pymdownx.highlight": {"anchor_linenums": True}}, "pymdownx.superfences",
-            {"toc": {"permalink": True}},
+            {"toc": {"permalink": True, "slugify": SLUGIFY}},
         ],
-        "plugins": ["search", {"mkdocs-jupyter": {"execute": False, "include_source": True}}],
+        "plugins": ["search"],
+        "validation": {"omitted_files": "warn", "absolute_links": "warn", "unrecognized_links": "warn"},
     }
-    config.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    text = yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False)
+    # Unicode heading ids: "C1-05 · Условие…" must not collide with the card's own id "c1-05".
+    text = text.replace(SLUGIFY, "!!python/object/apply:pymdownx.slugs.slugify {kwds: {case: lower}}")
+    config.write_text(text, encoding="utf-8")
 
 
-def build(build_dir: Path = BUILD, strict: bool = True) -> Path:
-    """Render docs and run mkdocs; return the site folder (its index.html is the review)."""
-    inputs = gather(build_dir)
-    docs, site, config = build_dir / "docs", build_dir / "site", build_dir / "mkdocs.yml"
-    nav = render_docs(inputs, docs)
+def build(out: Path = BUILD, review: Path = REVIEW, notebooks: Path = NOTEBOOKS,
+          strict: bool = True) -> Path:
+    """Stage the sources and run MkDocs; return the site folder (index.html is the overview, from README.md)."""
+    docs, site, config = out / "docs", out / "site", out / "mkdocs.yml"
+    nav = stage_docs(docs, review, notebooks)
     write_mkdocs_config(nav, docs, site, config)
     cmd = [sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(config)]
     if strict:
         cmd.append("--strict")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    subprocess.run(cmd, check=True, cwd=build_dir, env=env)
+    proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mkdocs build failed:\n{proc.stdout}\n{proc.stderr}")
     return site
+
+
+def pages_of(site: Path) -> Dict[str, Path]:
+    return {p.relative_to(site).as_posix(): p for p in site.rglob("*.html")}
 
 
 if __name__ == "__main__":
