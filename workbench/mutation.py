@@ -256,7 +256,7 @@ def default_seed(root: Path = ROOT) -> str:
 # --------------------------------------------------------------------------- the scratch tree
 
 
-_SKIP_DIRS = {".git", ".venv", ".lockenv", "build", "__pycache__", ".pytest_cache", ".benchmarks",
+_SKIP_DIRS = {".git", ".venv", ".venv2020", ".lockenv", ".lockenv2020", "build", "__pycache__", ".pytest_cache", ".benchmarks",
               ".ipynb_checkpoints", "node_modules"}
 
 
@@ -377,6 +377,11 @@ def run_pytest(tree: Path, finding: str, side: str, ctx: RunContext, log_name: s
            f"--junitxml={junit}"]
     env = dict(os.environ, DATABASE_URL=ctx.database_url, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1",
                WORKBENCH_RESULTS_DIR=str(tree / "build" / "results"), MPLBACKEND="Agg")
+    venv2020 = ctx.root / ".venv2020"
+    if "WORKBENCH_VENV2020" not in env and venv2020.is_dir():
+        # The scratch copy has no environments of its own: the as-given side also runs on the
+        # task's 2020 stack from the tree's .venv2020 (a defect of that stack only is caught there).
+        env["WORKBENCH_VENV2020"] = str(venv2020)
     log_path = (ctx.logs / f"{log_name}.log") if ctx.logs else tree / "build" / "mutation.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

@@ -29,6 +29,7 @@ ERROR_REASONS = {
     409: "The request conflicts with the current state.",
     413: "The body is larger than the limit (with Content-Length or chunked).",
     415: "The body is not of a media type the operation accepts.",
+    416: "The requested byte range lies outside the image.",
     503: "The database is unavailable or a session limit cancelled the work; retry after "
          "`Retry-After` seconds.",
     507: "No room to store the image; nothing was stored.",
@@ -151,6 +152,8 @@ def _schemas(config: Config) -> dict:
 def _paths(config: Config) -> dict:
     task_ok = {"description": "The task.", "content": _json(_ref("schemas", "Task"))}
     user_id, task_id = _id_param("user_id", "user"), _id_param("task_id", "task")
+    image_content = {k.mime: {"schema": {"type": "string", "contentMediaType": k.mime}}
+                     for k in FORMATS.values()}
     lease_body = {"required": True, "content": _json(_ref("schemas", "LeaseProof"))}
     image_types = ", ".join(k.mime for k in FORMATS.values())
     return {
@@ -234,11 +237,16 @@ def _paths(config: Config) -> dict:
             "parameters": [task_id],
             "get": {"operationId": "getTaskImage", "tags": ["tasks"],
                     "summary": "The task's image, with its detected type.",
+                    "description": "Conditional (`If-None-Match` with the `ETag` sent) and range "
+                                   "requests are answered; `Cache-Control: private, no-cache` keeps "
+                                   "shared caches from storing the owner's image (finding C2-50).",
                     "responses": _responses({"200": {
                         "description": "The bytes uploaded.",
-                        "content": {k.mime: {"schema": {"type": "string",
-                                                        "contentMediaType": k.mime}}
-                                    for k in FORMATS.values()}}}, 404)}},
+                        "content": image_content},
+                        "206": {"description": "The requested byte range (`Range: bytes=...`).",
+                                "content": image_content},
+                        "304": {"description": "Not modified since the `ETag` the client has."}},
+                        404, 416)}},
         "/tasks/{task_id}/complete": {
             "parameters": [task_id],
             "post": {"operationId": "completeTask", "tags": ["claims"],
