@@ -59,7 +59,7 @@ def test_concurrent_creations_lose_counter_updates(make_service, monkeypatch, si
     else:
         # Both requests have inserted their task and meet right before the counter UPDATE.
         meeting = Rendezvous(2).install(monkeypatch, peewee.Database, "execute_sql",
-                                        _sql("/tasks", 'UPDATE "user"'), where="before")
+                                        _sql("/tasks", f"UPDATE {svc.db.users_table}"), where="before")
 
     r1, r2 = in_threads(lambda: svc.api.post_task(user), lambda: svc.api.post_task(user))
     assert meeting.met  # both requests were inside the race window
@@ -139,7 +139,7 @@ def test_concurrent_duplicate_email_one_500_database_keeps_one_row(make_service,
     svc.api.create_user("first@example.com")  # tables exist from here on
     gate = Gate()
     gate.install(monkeypatch, peewee.Database, "execute_sql",
-                 lambda request, db, sql, *a, **k: sql.startswith('INSERT INTO "user"'))
+                 lambda request, db, sql, *a, **k: sql.startswith(f"INSERT INTO {svc.db.users_table}"))
 
     def second_after_first_inserted():
         assert gate.reached.wait(10)
