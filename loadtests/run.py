@@ -52,7 +52,7 @@ from taskcheck import checks, report  # noqa: E402
 from taskcheck.cli import detect_claim  # noqa: E402
 from taskcheck.client import Client, RequestsTransport  # noqa: E402
 from taskcheck.history import History  # noqa: E402
-from taskcheck.protocol import resolve  # noqa: E402
+from taskcheck.protocol import Protocol, resolve  # noqa: E402
 from workbench import pg, results  # noqa: E402
 from workbench import service_runner as runner  # noqa: E402
 
@@ -283,18 +283,21 @@ def connections_after_stop(admin_url: str, dbname: str, timeout: float = 5.0) ->
         time.sleep(0.2)
 
 
-def database_facts(db_url: str, seen: dict) -> dict:
-    """Compare what the clients saw with what the database holds."""
+def database_facts(db_url: str, seen: dict, protocol: Protocol) -> dict:
+    """Compare what the clients saw with what the database holds (in the tables that the
+    service's protocol names: the as-given users table is "user", the fixed one's users)."""
     import psycopg2
+
+    users_table, tasks_table = protocol.deep["users_table"], protocol.deep["tasks_table"]
 
     conn = psycopg2.connect(db_url)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
             try:
-                cur.execute('SELECT count(*), coalesce(sum(tasks_number), 0) FROM "user"')
+                cur.execute(f"SELECT count(*), coalesce(sum(tasks_number), 0) FROM {users_table}")
                 users, counter_sum = cur.fetchone()
-                cur.execute("SELECT id, free FROM task")
+                cur.execute(f"SELECT id, free FROM {tasks_table}")
                 tasks = dict(cur.fetchall())
                 # The fixed service keeps a service-wide counter that only grows (one row);
                 # the as-given one reports SUM(tasks_number) as its total.
@@ -303,7 +306,8 @@ def database_facts(db_url: str, seen: dict) -> dict:
                     cur.execute("SELECT coalesce(max(tasks_created), 0) FROM stats")
                     total_counter, total_source = int(cur.fetchone()[0]), "stats.tasks_created"
                 else:
-                    total_counter, total_source = int(counter_sum), "SUM(user.tasks_number)"
+                    total_counter = int(counter_sum)
+                    total_source = "SUM(" + users_table.strip('"') + ".tasks_number)"
             except psycopg2.errors.UndefinedTable:
                 return {"tables_created": False}
     finally:
@@ -471,7 +475,7 @@ def run_one(ns, service: str, server: str, admin_url: str, out: Path, logs: Path
             "signup_failures": facts.get("signup_failures", 0),
             "list_items_max": seen["list_items_max"],
             "list_bad_shape": seen["list_bad_shape"],
-            "database": database_facts(db_url, seen),
+            "database": database_facts(db_url, seen, protocol),
             "checker": seen["checker"],
             "connections": {"after_load": during, "settle_s": SETTLE_S, "after_stop": left_after_stop,
                             "server_process_group_left": group_alive(server_pgid)},

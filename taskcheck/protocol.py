@@ -5,14 +5,15 @@ they talk to; they ask a ``Protocol`` for the path, the method, how identity is 
 id, a token or a total sits in an answer. Three come built in:
 
 * ``original`` — the service as given: identity as ``?user_id=<id>``, ``GET /take_free_task``
-  (404 when nothing is free), ``GET /tasks`` a bare JSON array, ``metadata`` in answers;
+  (404 when nothing is free), ``GET /tasks`` a bare JSON array, ``metadata`` in answers; its
+  tables (read by the deep checks) are ``"user"`` and ``task``;
 * ``fixed`` — the redesigned API (CONTRIBUTING, "one Case 2 API"): the token from
   ``POST /users`` as ``Authorization: Bearer``, ``POST /tasks/claim`` (200 with the task, 204
-  when nothing is free), ``GET /tasks`` a page ``{"items", "next"}``;
+  when nothing is free), ``GET /tasks`` a page ``{"items", "next"}``; tables ``users``, ``task``;
 * ``fixed-take`` — the fixed service before the claim moved: ``POST /take_free_task``, 404.
 
 Any other shape is a small mapping file (YAML or JSON) that ``extends`` one of these and
-overrides what differs; see ``examples/mapping.yaml`` and ``load_mapping``. Paths to a value in
+overrides what differs; see ``examples/half_fixed.yaml`` and ``load_mapping``. Paths to a value in
 an answer are dotted (``task.id``), a list means "the first that is present", and
 ``header:Location`` reads the trailing number of a response header.
 """
@@ -54,8 +55,13 @@ _BASE: Dict[str, Any] = {
     "claim": {"endpoint": "GET /take_free_task", "none_free": [404], "id": ["id", "task.id"]},
     "total": {"endpoint": "GET /total_tasks_created", "field": ["total_tasks_created"], "auth": True},
     "deep": {
-        "tasks_sql": "SELECT id, owner_id FROM task",
-        "users_sql": 'SELECT id, tasks_number FROM "user"',
+        # The service's tables, as SQL identifiers (quoted where they must be: the original
+        # names its users table "user", a reserved word, C2-38); the queries name them as
+        # {users_table} and {tasks_table}.
+        "users_table": '"user"',
+        "tasks_table": "task",
+        "tasks_sql": "SELECT id, owner_id FROM {tasks_table}",
+        "users_sql": "SELECT id, tasks_number FROM {users_table}",
         "file_pattern": r"^(\d+)\.[A-Za-z0-9]+$",
         "ignore_files": r"^\.",  # temporary uploads of the fixed service
     },
@@ -66,6 +72,7 @@ _FIXED_OVERRIDES: Dict[str, Any] = {
     "auth": {"style": "header", "name": "Authorization", "scheme": "Bearer", "credential": "token"},
     "tasks": {"list_items": "items", "list_next": "next", "meta": ["meta", "metadata"]},
     "claim": {"endpoint": "POST /tasks/claim", "none_free": [204]},
+    "deep": {"users_table": "users"},
 }
 
 _FIXED_TAKE_OVERRIDES: Dict[str, Any] = {
@@ -219,6 +226,31 @@ def _endpoint(spec: dict, key: str, section: str) -> Endpoint:
     return Endpoint.parse(spec.get(key), f"{section}.{key}")
 
 
+TABLES = ("users_table", "tasks_table")
+
+
+def _deep(section: Any) -> Dict[str, str]:
+    """The deep-check settings with the table names put into the queries that name them."""
+    if not isinstance(section, dict):
+        raise MappingError(f"deep: expected a mapping, got {section!r}")
+    deep = dict(section)
+    for key in TABLES:
+        if key in deep and not (isinstance(deep[key], str) and deep[key].strip()):
+            raise MappingError(f"deep.{key}: a table name (an SQL identifier), got {deep[key]!r}")
+    for key in ("tasks_sql", "users_sql"):
+        sql = deep.get(key)
+        if not sql:
+            continue
+        for table in TABLES:
+            placeholder = "{" + table + "}"
+            if placeholder in sql:
+                if not deep.get(table):
+                    raise MappingError(f"deep.{key} names {placeholder}, but deep.{table} is not set")
+                sql = sql.replace(placeholder, deep[table])
+        deep[key] = sql
+    return deep
+
+
 def build(spec: dict) -> Protocol:
     """A ``Protocol`` from a full (already merged) description; every field is checked."""
     try:
@@ -236,7 +268,7 @@ def build(spec: dict) -> Protocol:
     for key in ("list_items", "list_next"):
         if tasks.get(key) is not None and not isinstance(tasks[key], str):
             raise MappingError(f"tasks.{key}: a field name or null")
-    deep = dict(spec.get("deep") or {})
+    deep = _deep(spec.get("deep") or {})
     for key in ("file_pattern", "ignore_files"):
         if deep.get(key):
             try:

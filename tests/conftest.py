@@ -1,8 +1,6 @@
 """Fixtures shared by every evidence suite."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from workbench import pg
@@ -15,12 +13,21 @@ def database_url():
         yield url
 
 
+@pytest.fixture(scope="session")
+def empty_databases(database_url):
+    """Empty databases on the session's server, reused from test to test (``pg.EmptyDatabases``:
+    emptying one takes tens of milliseconds, creating one a few hundred); dropped at the end."""
+    databases = pg.EmptyDatabases(database_url)
+    yield databases
+    databases.close()
+
+
 @pytest.fixture
-def fresh_database_url(database_url):
-    """A new, empty database on the session's server; dropped after the test."""
-    name = "t_" + uuid.uuid4().hex[:16]
-    url = pg.create_database(database_url, name)
+def fresh_database_url(empty_databases):
+    """An empty database on the session's server, this test's alone: nothing of an earlier test
+    is left in it (no table or other schema object, no session, no ``ALTER DATABASE`` setting)."""
+    url = empty_databases.take()
     try:
         yield url
     finally:
-        pg.drop_database(database_url, name)
+        empty_databases.give_back(url)

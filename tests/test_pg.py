@@ -1,6 +1,7 @@
 """The embedded PostgreSQL: URLs, databases, the command line, and nothing left running."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,6 +46,57 @@ def test_fresh_database_is_empty_and_separate(database_url, fresh_database_url):
     conn.close()
     assert name == urlsplit(fresh_database_url).path.lstrip("/")
     assert tables == 0
+
+
+def _state(url: str) -> dict:
+    """What a test could see of a database: objects, schemas, public's owner and privileges,
+    the session defaults it starts with, other sessions."""
+    with contextlib.closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'")
+        objects = cur.fetchone()[0]
+        cur.execute("SELECT array_agg(nspname ORDER BY nspname) FROM pg_namespace "
+                    "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'")
+        schemas = cur.fetchone()[0]
+        cur.execute("SELECT nspowner::regrole::text, nspacl::text FROM pg_namespace WHERE nspname = 'public'")
+        public = cur.fetchone()
+        cur.execute("SHOW default_transaction_isolation")
+        isolation = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()")
+        others = cur.fetchone()[0]
+    return {"objects": objects, "schemas": schemas, "public": public, "isolation": isolation,
+            "other_sessions": others}
+
+
+def test_a_reused_database_is_as_empty_as_a_new_one(database_url):
+    databases = pg.EmptyDatabases(database_url, prefix="reuse_")
+    try:
+        url = databases.take()
+        new = _state(url)
+        assert new["objects"] == 0 and new["schemas"] == ["public"] and new["other_sessions"] == 0
+        # A test leaves everything it can behind: tables, a schema, a setting, a session.
+        left = psycopg2.connect(url)
+        left.autocommit = True
+        with left.cursor() as cur:
+            cur.execute('CREATE TABLE "user" (id serial PRIMARY KEY); CREATE SCHEMA extra; '
+                        "CREATE TABLE extra.t (x int); REVOKE ALL ON SCHEMA public FROM PUBLIC")
+            cur.execute("SELECT current_database()")
+            cur.execute(f'ALTER DATABASE "{cur.fetchone()[0]}" SET default_transaction_isolation '
+                        "TO 'serializable'")
+        databases.give_back(url)
+        with pytest.raises((psycopg2.OperationalError, psycopg2.InterfaceError)):
+            left.cursor().execute("SELECT 1")  # its session was ended
+        left.close()
+        again = databases.take()
+        assert again == url  # reused, not created
+        assert _state(again) == new
+        databases.give_back(again)
+    finally:
+        databases.close()
+    with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'reuse\\_%'")
+        assert cur.fetchone()[0] == 0  # close() dropped them
 
 
 @pytest.mark.parametrize("name", ["x; DROP", "1abc", "a" * 64, "with space"])

@@ -58,7 +58,7 @@ def _seed(url: str, tasks: int) -> str:
     """Schema, one user with a known token and ``tasks`` free tasks; returns the token."""
     from reference.case2.fixed.app import create_app
     from reference.case2.fixed.config import Config
-    from reference.case2.fixed.models import create_schema
+    from reference.case2.fixed.models import User, create_schema
 
     app = create_app(Config(database_url=url))
     create_schema(app.extensions["task_db"])
@@ -67,8 +67,9 @@ def _seed(url: str, tasks: int) -> str:
     import psycopg2
 
     with contextlib.closing(psycopg2.connect(url)) as conn, conn, conn.cursor() as cur:
-        cur.execute('INSERT INTO "user" (email, tasks_number, token_hash) VALUES (%s, 0, %s) '
-                    "RETURNING id", ("bench@example.com", hashlib.sha256(token.encode()).hexdigest()))
+        cur.execute(f'INSERT INTO "{User._meta.table_name}" (email, tasks_number, token_hash) '
+                    "VALUES (%s, 0, %s) RETURNING id",
+                    ("bench@example.com", hashlib.sha256(token.encode()).hexdigest()))
         uid = cur.fetchone()[0]
         cur.execute("INSERT INTO task (free, metadata, owner_id) SELECT true, 'm', %s "
                     "FROM generate_series(1, %s)", (uid, tasks))

@@ -71,8 +71,8 @@ def fixed_contract(config=None):
 
 
 @pytest.fixture
-def inspector(fresh_database_url):
-    db = DbInspector(fresh_database_url)
+def inspector(fresh_database_url, side):
+    db = DbInspector(fresh_database_url, PROTOCOLS[side])
     yield db
     db.close()
 

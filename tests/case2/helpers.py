@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +63,10 @@ class Protocol:
     claim_path: str
     none_free: int  # the status of a claim when no task is free
     created: int  # the status of a successful creation
+    # The users table as an SQL identifier, quoted as peewee writes it in the statements it
+    # sends (so a test can match them) and as hand-written SQL must name it: the as-given
+    # service's table is the reserved word "user" (C2-38), the fixed one's "users".
+    users_table: str
 
     def claimed(self, response: requests.Response) -> dict | None:
         """The task a claim handed out, or None."""
@@ -72,8 +77,8 @@ class Protocol:
 
 
 PROTOCOLS = {
-    "as_given": Protocol("as_given", query_param_auth, "GET", "/take_free_task", 404, 200),
-    "fixed": Protocol("fixed", bearer_token_auth, "POST", "/tasks/claim", 204, 201),
+    "as_given": Protocol("as_given", query_param_auth, "GET", "/take_free_task", 404, 200, '"user"'),
+    "fixed": Protocol("fixed", bearer_token_auth, "POST", "/tasks/claim", 204, 201, '"users"'),
 }
 
 
@@ -85,7 +90,7 @@ class Api:
     def __init__(self, base_url: str, protocol: Protocol | Callable[[dict], dict] = query_param_auth,
                  timeout: float = HTTP_TIMEOUT, contract=None):
         if not isinstance(protocol, Protocol):  # a bare auth function: the as-given protocol
-            protocol = Protocol("as_given", protocol, "GET", "/take_free_task", 404, 200)
+            protocol = dataclasses.replace(PROTOCOLS["as_given"], auth=protocol)
         self.base_url = base_url
         self.protocol = protocol
         self.auth = protocol.auth
@@ -151,11 +156,14 @@ def wait_until(predicate: Callable[[], object], timeout: float = WAIT_TIMEOUT, w
 
 
 class DbInspector:
-    """An autocommit connection of its own, to look at what the service committed."""
+    """An autocommit connection of its own, to look at what the service committed; its
+    queries name the tables of the service that ``protocol`` describes."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, protocol: Protocol | None = None):
         self.conn = psycopg2.connect(url)
         self.conn.autocommit = True
+        self.protocol = protocol or PROTOCOLS["as_given"]
+        self.users_table = self.protocol.users_table
 
     def all(self, sql: str, *params) -> list[tuple]:
         with self.conn.cursor() as cur:
@@ -171,10 +179,10 @@ class DbInspector:
         return self.all('SELECT id, free, metadata, owner_id FROM task ORDER BY id')
 
     def users(self) -> list[tuple]:
-        return self.all('SELECT id, email, tasks_number FROM "user" ORDER BY id')
+        return self.all(f"SELECT id, email, tasks_number FROM {self.users_table} ORDER BY id")
 
     def tasks_number(self, user_id: int) -> int:
-        return self.one('SELECT tasks_number FROM "user" WHERE id = %s', user_id)
+        return self.one(f"SELECT tasks_number FROM {self.users_table} WHERE id = %s", user_id)
 
     def activity(self) -> list[dict]:
         """The service's sessions on this database (not ours)."""

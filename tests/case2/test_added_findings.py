@@ -1,12 +1,13 @@
 """Evidence for the Case 2 findings added by the completeness review (C2-36 .. C2-39).
 
-The fixed halves talk to the redesigned service over HTTP only (its internals are being reworked):
-claims go to ``POST /tasks/claim`` when the service routes it, else to the older
-``POST /take_free_task``; "nothing to claim" is 204 or 404.
+Claims go through each service's own protocol (``Api.claim``: ``GET /take_free_task`` as given,
+``POST /tasks/claim`` with a lease on the fixed service); the fixed service's lifecycle is
+exercised as its OpenAPI document describes it (complete and release take ``{"lease"}``).
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import secrets
 from pathlib import Path
 
@@ -14,25 +15,32 @@ import peewee
 import psycopg2
 import pytest
 
-from .helpers import Rendezvous, in_threads, evidence
+from .helpers import Rendezvous, evidence, in_threads, wait_until
 
 AS_GIVEN = Path(__file__).resolve().parents[2] / "reference" / "case2" / "as_given" / "app.py"
-NOTHING_TO_CLAIM = (204, 404)
-
-
-def claim(svc, user):
-    """Take a free task: GET /take_free_task as given; the fixed service's claim endpoint."""
-    if svc.side == "as_given":
-        return svc.api.get("/take_free_task", user)
-    rules = {r.rule for r in svc.module.app.url_map.iter_rules()}
-    path = "/tasks/claim" if "/tasks/claim" in rules else "/take_free_task"
-    return svc.api.request("POST", path, user)
 
 
 def set_database_isolation(inspector, level: str) -> None:
     """What a DBA does: new sessions of this database start at ``level``."""
     name = inspector.one("SELECT current_database()")
     inspector.all(f'ALTER DATABASE "{name}" SET default_transaction_isolation TO %s', level)
+
+
+def session_isolation(svc) -> str:
+    """The isolation level of a session from the service's own database object."""
+    db = svc.module.db
+    db.connect(reuse_if_open=True)
+    try:
+        return db.execute_sql("SHOW transaction_isolation").fetchone()[0]
+    finally:
+        db.close()
+
+
+def new_session_isolation(url: str) -> str:
+    """What any other client of the database gets: its default."""
+    with contextlib.closing(psycopg2.connect(url, connect_timeout=10)) as conn, conn.cursor() as cur:
+        cur.execute("SHOW transaction_isolation")
+        return cur.fetchone()[0]
 
 
 def _taking(request, *args, **kwargs):
@@ -45,12 +53,7 @@ def _taking(request, *args, **kwargs):
 @pytest.mark.finding("C2-36", side="as_given")
 def test_service_runs_at_the_default_read_committed(service):
     assert "isolation" not in AS_GIVEN.read_text(encoding="utf-8").lower()  # nothing chooses a level
-    db = service.module.db
-    db.connect(reuse_if_open=True)
-    try:
-        assert db.execute_sql("SHOW transaction_isolation").fetchone()[0] == "read committed"
-    finally:
-        db.close()
+    assert session_isolation(service) == "read committed"
 
 
 @pytest.mark.finding("C2-36", side="as_given")
@@ -63,7 +66,7 @@ def test_stricter_isolation_turns_the_double_grant_into_an_unhandled_500(make_se
     task = svc.api.create_task(user)
     # The interleaving of C2-01: both requests have read the free row before either marks it.
     meeting = Rendezvous(2).install(monkeypatch, peewee.SelectBase, "first", _taking)
-    r1, r2 = in_threads(lambda: claim(svc, user), lambda: claim(svc, user))
+    r1, r2 = in_threads(lambda: svc.api.claim(user), lambda: svc.api.claim(user))
     assert meeting.met
     won, lost = sorted((r1, r2), key=lambda r: r.status_code)
     # The database refuses the second UPDATE instead of granting the task twice ...
@@ -79,19 +82,56 @@ def test_stricter_isolation_turns_the_double_grant_into_an_unhandled_500(make_se
 
 
 @pytest.mark.finding("C2-36", side="fixed")
-@pytest.mark.pending("the fixed service neither pins READ COMMITTED nor retries serialization failures "
-                     "(SQLSTATE 40001); stream 3 (case2) owns the fix")
+@pytest.mark.parametrize("level", ["repeatable read", "serializable"])
 @pytest.mark.parametrize("side", ["fixed"])
-def test_fixed_claims_and_creations_survive_a_serializable_database(make_service, inspector, side):
-    set_database_isolation(inspector, "serializable")
-    svc = make_service(threads=4)
+def test_fixed_service_keeps_read_committed_under_a_stricter_database_default(
+        make_service, inspector, monkeypatch, side, level):
+    set_database_isolation(inspector, level)
+    svc = make_service(threads=2)
+    # Any other session of this database starts at the DBA's level; the service's do not.
+    assert new_session_isolation(svc.module.config.database_url) == level
+    assert session_isolation(svc) == "read committed"
     user = svc.api.create_user("owner@example.com")
-    created = in_threads(*[lambda: svc.api.post_task(user) for _ in range(8)])
-    claims = in_threads(*[lambda: claim(svc, user) for _ in range(8)])
-    assert [r.status_code for r in created] == [201] * 8
-    assert [r.status_code for r in claims] == [200] * 8
-    assert len({r.json()["id"] for r in claims}) == 8
-    assert svc.db.tasks_number(user["id"]) == len(svc.db.tasks()) == 8
+
+    # Two creations meet right before the counter UPDATE: both transactions already have their
+    # snapshot (taken at the INSERT), and the second UPDATE waits for the first one's row lock.
+    # READ COMMITTED re-reads the row as committed and adds its 1; at the database's level the
+    # waiter would fail with SQLSTATE 40001 ("could not serialize access").
+    counting = Rendezvous(2).install(
+        monkeypatch, peewee.Database, "execute_sql",
+        lambda request, db, sql, *a, **k: (request.path == "/tasks"
+                                           and sql.startswith(f"UPDATE {svc.db.users_table}")),
+        where="before")
+    created = in_threads(lambda: svc.api.post_task(user), lambda: svc.api.post_task(user))
+    assert counting.met
+    assert [r.status_code for r in created] == [201, 201], [r.text[:200] for r in created]
+    assert svc.db.tasks_number(user["id"]) == 2
+    assert svc.api.get("/total_tasks_created", user).json()["total_tasks_created"] == 2
+
+    # Complete waits on a row that another transaction (say, an operator extending the lease)
+    # has changed and not yet committed; once it commits, complete re-checks the new row and
+    # succeeds, instead of failing on a row changed since its snapshot.
+    claimed = svc.api.claim(user).json()
+    task_id, lease = claimed["task"]["id"], claimed["lease"]["id"]
+    writer = psycopg2.connect(svc.module.config.database_url, connect_timeout=10)
+    try:
+        with writer.cursor() as cur:
+            cur.execute("UPDATE task SET lease_expires_at = lease_expires_at + interval '1 minute' "
+                        "WHERE id = %s", (task_id,))
+
+        def release_writer_once_complete_waits():
+            try:
+                svc.db.wait_for(svc.db.lock_waiters, what="complete waits on the row lock")
+            finally:
+                writer.commit()
+
+        done, _ = in_threads(lambda: svc.api.post(f"/tasks/{task_id}/complete", user,
+                                                  json={"lease": lease}),
+                             release_writer_once_complete_waits)
+    finally:
+        writer.close()
+    assert done.status_code == 200 and done.json()["state"] == "done", done.text[:300]
+    assert svc.errors == []
 
 
 # --- C2-37: a taken task can never be completed, released or expire -------------------------------
@@ -101,7 +141,7 @@ def test_fixed_claims_and_creations_survive_a_serializable_database(make_service
 def test_taken_task_is_taken_forever(service):
     user = service.api.create_user("worker@example.com")
     task = service.api.create_task(user)
-    assert claim(service, user).json()["id"] == task["id"]
+    assert service.api.claim(user).json()["id"] == task["id"]
     # The worker crashes, or finishes: there is no request to report either.
     attempts = {
         "release": service.api.request("POST", f"/tasks/{task['id']}/release", user).status_code,
@@ -110,7 +150,7 @@ def test_taken_task_is_taken_forever(service):
         "replace": service.api.request("PUT", f"/tasks/{task['id']}", user, json={"free": True}).status_code,
     }
     assert attempts == {"release": 404, "complete": 404, "update": 405, "replace": 405}
-    assert claim(service, user).status_code == 404  # the only task is gone from the queue for good
+    assert service.api.claim(user).status_code == 404  # the only task is gone from the queue for good
     assert service.db.tasks() == [(task["id"], False, "meta", user["id"])]
     # One boolean: "being worked on" and "done" are the same row, and nothing records when or by whom.
     columns = {r[0] for r in service.db.all(
@@ -122,20 +162,42 @@ def test_taken_task_is_taken_forever(service):
 
 
 @pytest.mark.finding("C2-37", side="fixed")
-@pytest.mark.pending("lifecycle lands with the case2 branch")
 @pytest.mark.parametrize("side", ["fixed"])
-def test_fixed_claimed_task_can_be_released_and_completed(service, side):
-    user = service.api.create_user("worker@example.com")
-    task = service.api.create_task(user)
-    first = service.api.request("POST", "/tasks/claim", user)
-    assert first.status_code == 200 and first.json()["id"] == task["id"]
-    assert service.api.request("POST", "/tasks/claim", user).status_code == 204
-    assert service.api.request("POST", f"/tasks/{task['id']}/release", user).status_code in (200, 204)
-    again = service.api.request("POST", "/tasks/claim", user)
-    assert again.status_code == 200 and again.json()["id"] == task["id"]
-    assert service.api.request("POST", f"/tasks/{task['id']}/complete", user).status_code in (200, 204)
-    assert service.api.request("POST", "/tasks/claim", user).status_code == 204
-    assert service.api.request("POST", f"/tasks/{task['id']}/release", user).status_code >= 400  # done is final
+def test_fixed_claimed_task_is_released_completed_or_expires(service, side):
+    api = service.api
+    user = api.create_user("worker@example.com")
+    task = api.create_task(user)
+
+    def claim(**body) -> dict:
+        r = api.claim(user, json=body)
+        assert r.status_code == 200, (r.status_code, r.text[:300])
+        return r.json()
+
+    def settle(task_id: int, action: str, lease: str):
+        return api.post(f"/tasks/{task_id}/{action}", user, json={"lease": lease})
+
+    first = claim()
+    assert first["task"]["id"] == task["id"] and first["task"]["state"] == "claimed"
+    assert first["lease"]["claimed_by"] == user["id"] and first["lease"]["claimed_at"]
+    assert api.claim(user).status_code == 204  # nothing else to take
+    # The worker gives the task back: it is free, and handed out again.
+    released = settle(task["id"], "release", first["lease"]["id"])
+    assert released.status_code == 200 and released.json()["state"] == "free"
+    again = claim()
+    assert again["task"]["id"] == task["id"] and again["lease"]["id"] != first["lease"]["id"]
+    # The worker finishes it: "done" is a state of its own, with its time, and final.
+    done = settle(task["id"], "complete", again["lease"]["id"])
+    assert done.status_code == 200 and done.json()["state"] == "done" and done.json()["completed_at"]
+    assert api.claim(user).status_code == 204
+    assert settle(task["id"], "release", again["lease"]["id"]).status_code == 409
+    assert api.get(f"/tasks/{task['id']}", user).json()["state"] == "done"
+    # A worker that dies holding a task: once its lease runs out (real clock), the task is free
+    # and the next claim gets it.
+    orphan = api.create_task(user)
+    assert claim(lease_seconds=1)["task"]["id"] == orphan["id"]
+    wait_until(lambda: api.get(f"/tasks/{orphan['id']}", user).json()["state"] == "free",
+               timeout=10, what="the one-second lease runs out")
+    assert claim()["task"]["id"] == orphan["id"]
 
 
 # --- C2-38: the table is named `user`, a reserved word -------------------------------------------
@@ -158,18 +220,27 @@ def test_unquoted_user_table_silently_means_the_current_role(service):
     assert db.one('SELECT count(*) FROM "user"') == 2
 
 
-@evidence("C2-38", fixed_pending="the fixed schema still names its table \"user\"; renaming it (and every "
-                                "query that names it) is stream 3's (case2) call")
+@evidence("C2-38")
 def test_no_table_is_named_by_a_reserved_word(service, side):
-    if side == "as_given":
-        service.api.create_user("a@example.com")  # the as-given service creates its tables now
-    reserved = service.db.all(
+    for email in ("a@example.com", "b@example.com"):
+        service.api.create_user(email)  # the as-given service creates its tables now
+    db = service.db
+    reserved = db.all(
         "SELECT t.tablename FROM pg_tables t JOIN pg_get_keywords() k ON k.word = t.tablename "
         "WHERE t.schemaname = current_schema() AND k.catcode = 'R'")
+    assert reserved == ([("user",)] if side == "as_given" else [])
+    # The tables are there (the check above looked at something), under the protocol's names.
+    bare = db.users_table.strip('"')  # the users table's name as written by hand, unquoted
+    tables = {r[0] for r in db.all("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+    assert {bare, "task"} <= tables
+    # The users table named by hand, without quotes, as in psql or a report.
+    unquoted = db.one(f"SELECT count(*) FROM {bare}")
     if side == "as_given":
-        assert reserved == [("user",)]
+        assert unquoted == 1  # CURRENT_USER, not the two users
     else:
-        assert reserved == []
+        assert unquoted == 2
+        assert [r[0] for r in db.all(f"SELECT email FROM {bare} ORDER BY id")] == ["a@example.com",
+                                                                                   "b@example.com"]
 
 
 # --- C2-39: nothing limits guessing ids ----------------------------------------------------------

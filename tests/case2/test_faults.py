@@ -293,7 +293,7 @@ def test_lock_waits_end_at_lock_timeout_with_503(make_service, inspector):
     holder = psycopg2.connect(svc.module.config.database_url)
     try:
         with holder.cursor() as cur:  # a transaction that never ends holds the user's row
-            cur.execute('SELECT id FROM "user" WHERE id = %s FOR UPDATE', (user["id"],))
+            cur.execute(f"SELECT id FROM {svc.db.users_table} WHERE id = %s FOR UPDATE", (user["id"],))
         started = time.monotonic()
         r = svc.api.post_task(user)
         waited = time.monotonic() - started

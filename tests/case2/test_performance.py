@@ -20,11 +20,12 @@ def _record(side):
 def _seed(svc, users: int, tasks_per_user: int) -> dict:
     """Bulk rows straight into the service's tables (tables exist after the first request)."""
     first = svc.api.create_user("seed@example.com")
-    svc.db.all('INSERT INTO "user" (email, tasks_number) '
+    users_table = svc.db.users_table
+    svc.db.all(f"INSERT INTO {users_table} (email, tasks_number) "
                "SELECT 'u' || g || '@example.com', %s FROM generate_series(1, %s) g",
                tasks_per_user, users - 1)
     svc.db.all("INSERT INTO task (free, metadata, owner_id) "
-               "SELECT true, 'm', u.id FROM \"user\" u, generate_series(1, %s)", tasks_per_user)
+               f"SELECT true, 'm', u.id FROM {users_table} u, generate_series(1, %s)", tasks_per_user)
     return first
 
 
@@ -58,21 +59,22 @@ def test_total_loads_every_user_row(service, monkeypatch, side):
         start = time.perf_counter()
         r = service.api.get("/total_tasks_created", user)
         elapsed = time.perf_counter() - start
-    fetched = service.db.one("SELECT count(*) FROM \"user\"")
+    users_table = service.db.users_table
+    fetched = service.db.one(f"SELECT count(*) FROM {users_table}")
     start = time.perf_counter()
-    service.db.one('SELECT sum(tasks_number) FROM "user"')
+    service.db.one(f"SELECT sum(tasks_number) FROM {users_table}")
     sum_seconds = time.perf_counter() - start
     _perf[side]["total_tasks_created"] = {"users": fetched, "statements": m["count"],
                                     "seconds": round(elapsed, 4), "sql_sum_seconds": round(sum_seconds, 4)}
     _record(side)
     assert r.status_code == 200
     if side == "as_given":
-        sql = [s for s in m["statements"] if 'FROM "user"' in s][-1]
+        sql = [s for s in m["statements"] if f"FROM {users_table}" in s][-1]
         assert "SUM" not in sql.upper() and sql.startswith('SELECT "t1"."id", "t1"."email", "t1"."tasks_number"')
     else:
         # The total is one monotonic counter (C2-22): a single-row read, not the user rows;
-        # the only "user" statement is the token lookup by its unique index.
-        user_reads = [s for s in m["statements"] if 'FROM "user"' in s]
+        # the only statement on the users table is the token lookup by its unique index.
+        user_reads = [s for s in m["statements"] if f"FROM {users_table}" in s]
         assert len(user_reads) == 1 and "WHERE" in user_reads[0] and "LIMIT" in user_reads[0]
         assert m["count"] == 2
 

@@ -59,7 +59,7 @@ def test_concurrent_creations_lose_counter_updates(make_service, monkeypatch, si
     else:
         # Both requests have inserted their task and meet right before the counter UPDATE.
         meeting = Rendezvous(2).install(monkeypatch, peewee.Database, "execute_sql",
-                                        _sql("/tasks", 'UPDATE "user"'), where="before")
+                                        _sql("/tasks", f"UPDATE {svc.db.users_table}"), where="before")
 
     r1, r2 = in_threads(lambda: svc.api.post_task(user), lambda: svc.api.post_task(user))
     assert meeting.met  # both requests were inside the race window
@@ -139,7 +139,7 @@ def test_concurrent_duplicate_email_one_500_database_keeps_one_row(make_service,
     svc.api.create_user("first@example.com")  # tables exist from here on
     gate = Gate()
     gate.install(monkeypatch, peewee.Database, "execute_sql",
-                 lambda request, db, sql, *a, **k: sql.startswith('INSERT INTO "user"'))
+                 lambda request, db, sql, *a, **k: sql.startswith(f"INSERT INTO {svc.db.users_table}"))
 
     def second_after_first_inserted():
         assert gate.reached.wait(10)
@@ -164,3 +164,30 @@ def test_concurrent_duplicate_email_one_500_database_keeps_one_row(make_service,
         assert [n for n in svc.error_names()] == ["IntegrityError"]
     else:
         assert statuses == [201, 409]
+
+
+@pytest.mark.finding("C2-03", side="fixed")
+@pytest.mark.parametrize("side", ["fixed"])
+def test_image_read_while_its_task_is_deleted_is_404_not_500(make_service, monkeypatch, side):
+    """The image view has read the row and found the file; a DELETE commits and removes the
+    file before the view opens it. The task is gone: 404, as for any deleted task."""
+    import werkzeug.utils
+
+    svc = make_service(threads=2)
+    user = svc.api.create_user("owner@example.com")
+    task = svc.api.create_task(user)
+    gate = Gate()  # held right before the file is opened (after Werkzeug's isfile check)
+    gate.install(monkeypatch, werkzeug.utils, "send_file",
+                 lambda request, *a, **k: request.path == f"/tasks/{task['id']}/image", where="before")
+
+    def delete_while_the_read_holds():
+        assert gate.reached.wait(10)
+        try:
+            return svc.api.delete(f"/tasks/{task['id']}", user)
+        finally:
+            gate.open()
+
+    image, deleted = in_threads(lambda: svc.api.get(f"/tasks/{task['id']}/image", user),
+                                delete_while_the_read_holds)
+    assert deleted.status_code == 204 and svc.stored_files() == []
+    assert image.status_code == 404, image.text[:300]

@@ -50,7 +50,7 @@ def measure(proc, db: DbInspector, clients: int, rounds: int, budget_s: float) -
         user = api.create_user(f"r{clients}-{i}-{time.monotonic_ns()}@example.com")
         for _ in range(clients):
             api.create_task(user)
-        db.all('UPDATE "user" SET tasks_number = 0 WHERE id = %s', user["id"])
+        db.all(f"UPDATE {db.users_table} SET tasks_number = 0 WHERE id = %s", user["id"])
         grants = _burst(clients, lambda: api.claim(user))
         ok = [api.protocol.claimed(r)["id"] for r in grants if getattr(r, "status_code", None) == 200]
         row["grant_requests"] += clients

@@ -69,7 +69,7 @@ def test_request_hangs_on_row_lock_of_a_transaction_left_open(make_service, side
         t.start()
         if side == "as_given":
             waiters = svc.db.wait_for(svc.db.lock_waiters, what="a request waits on a row lock")
-            assert 'UPDATE "user" SET "tasks_number"' in waiters[0]["query"]
+            assert f'UPDATE {svc.db.users_table} SET "tasks_number"' in waiters[0]["query"]
             assert not results  # still hanging
             # Only the next request served by thread 1 ends that transaction.
             svc.api.get("/total_tasks_created", user)
@@ -138,7 +138,7 @@ def test_thread_pool_first_request_of_each_new_thread_fails(make_service, monkey
     svc = make_service(threads=2, warm=False)
     # Two concurrent requests: the pool has to start a second thread for one of them.
     meeting = Rendezvous(2).install(monkeypatch, peewee.Database, "execute_sql",
-                          lambda request, db, sql, *a, **k: sql.startswith('INSERT INTO "user"'))
+                          lambda request, db, sql, *a, **k: sql.startswith(f"INSERT INTO {svc.db.users_table}"))
     r1, r2 = in_threads(lambda: svc.api.request("POST", "/users", json={"email": "a@example.com"}),
                         lambda: svc.api.request("POST", "/users", json={"email": "b@example.com"}))
     assert meeting.met  # both requests were inside the race window

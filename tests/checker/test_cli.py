@@ -74,6 +74,20 @@ def test_builtin_adapters_and_overrides():
     assert protocol.resolve("fixed-take").claim == legacy.claim
 
 
+def test_deep_checks_name_each_service_s_own_tables(tmp_path):
+    """The original's users table is the reserved word "user" (quoted), ours is ``users``; a
+    mapping that names another table changes the queries that name it, and only those."""
+    assert protocol.resolve("original").deep["users_sql"] == 'SELECT id, tasks_number FROM "user"'
+    fixed = protocol.resolve("fixed").deep
+    assert fixed["users_sql"] == "SELECT id, tasks_number FROM users"
+    assert fixed["tasks_sql"] == "SELECT id, owner_id FROM task"
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps({"extends": "fixed", "deep": {"users_table": "accounts"}}), encoding="utf-8")
+    deep = protocol.resolve(str(path)).deep
+    assert deep["users_sql"] == "SELECT id, tasks_number FROM accounts"
+    assert deep["tasks_sql"] == fixed["tasks_sql"]
+
+
 def test_the_documented_mapping_file_describes_the_half_fixed_service():
     p = protocol.resolve(str(EXAMPLE))
     assert p.name == "half-fixed"
@@ -102,6 +116,8 @@ def test_a_json_mapping_overrides_only_what_it_names(tmp_path):
     ({"claim": {"none_free": [500]}}, "claim.none_free"),
     ({"extends": "nothing"}, "extends"),
     ({"deep": {"file_pattern": "("}}, "deep.file_pattern"),
+    ({"deep": {"users_table": ""}}, "deep.users_table"),
+    ({"deep": {"tasks_table": None}}, "deep.tasks_table"),
 ])
 def test_a_broken_mapping_is_refused_with_its_reason(tmp_path, mapping, message, capsys):
     path = tmp_path / "bad.json"

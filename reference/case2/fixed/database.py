@@ -6,7 +6,10 @@ request that needs no database, like ``GET /openapi.json``, takes none) and give
 the response (``teardown_request``). Each PostgreSQL session is opened with ``lock_timeout``,
 ``statement_timeout`` and ``idle_in_transaction_session_timeout``, so no request can wait on a
 lock, run a statement or keep a transaction open for longer than configured: the server cancels
-it and the request answers 503. When the database is down or one of these limits fires, the
+it and the request answers 503. Each session is also pinned to READ COMMITTED, whatever the
+database's or the role's default (C2-36): the claim and the counters are correct because of what
+READ COMMITTED does with a row another transaction changed meanwhile (``ISOLATION`` below).
+When the database is down or one of these limits fires, the
 request answers ``503`` with ``Retry-After``; the connection it used is discarded together with
 the idle ones (after a restart of PostgreSQL they are all dead), so the service recovers by
 itself once the database is back.
@@ -42,10 +45,22 @@ def _connection_lost(exc: Exception) -> bool:
     return type(orig) is psycopg2.DatabaseError and getattr(orig, "pgcode", None) is None
 
 
+# The isolation level every statement and transaction of the service runs at. The claim
+# (``UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)``), complete/release (a conditional
+# ``UPDATE``) and the counters (``SET n = n + 1``) rely on READ COMMITTED: a statement that waited
+# for a row lock re-checks the row as committed meanwhile and goes on. Under REPEATABLE READ or
+# SERIALIZABLE the same wait ends in SQLSTATE 40001 ("could not serialize access"), which would
+# need a retry of the whole request. A startup option outranks ``ALTER DATABASE/ROLE … SET``.
+ISOLATION = "read committed"
+
+
 def session_options(config: Config) -> str:
+    """libpq ``options``: the session limits and the isolation level, set at connection."""
     return (f"-c lock_timeout={config.lock_timeout_ms} "
             f"-c statement_timeout={config.statement_timeout_ms} "
-            f"-c idle_in_transaction_session_timeout={config.idle_in_transaction_timeout_ms}")
+            f"-c idle_in_transaction_session_timeout={config.idle_in_transaction_timeout_ms} "
+            # libpq splits ``options`` at spaces; the one inside the value is escaped.
+            "-c default_transaction_isolation=" + ISOLATION.replace(" ", "\\ "))
 
 
 class TaskDatabasePool(PooledPostgresqlDatabase):

@@ -9,7 +9,6 @@ for expired leases alike, in id order.
 from __future__ import annotations
 
 from peewee import (
-    SQL,
     BigIntegerField,
     BooleanField,
     Case,
@@ -38,6 +37,13 @@ class BaseModel(Model):
 
 
 class User(BaseModel):
+    class Meta:
+        # Not peewee's default "user": a reserved word in PostgreSQL (C2-38), which hand-written
+        # SQL must quote, and which unquoted silently means CURRENT_USER (`SELECT count(*) FROM
+        # user` counts the role, not the users). Plural, as the API's /users. An existing
+        # database of the old name moves with ALTER TABLE "user" RENAME TO users.
+        table_name = "users"
+
     id = IdentityField()
     # Stored normalised (lower case); uniqueness is the case-insensitive index below.
     email = CharField(max_length=254)
@@ -76,7 +82,7 @@ CLAIMABLE = Task.free | LEASE_EXPIRED
 STATE = Case(None, [(Task.completed_at.is_null(False), "done"), (CLAIMABLE, "free")],
              "claimed").alias("state")
 
-User.add_index(SQL('CREATE UNIQUE INDEX IF NOT EXISTS "user_email_lower" ON "user" (lower("email"))'))
+User.add_index(User.index(fn.lower(User.email), unique=True, name="users_email_lower"))
 Task.add_index(Task.index(Task.owner, Task.id, name="task_owner_id_id"))
 # Only free tasks, in FIFO order: what claiming a task looks for first.
 Task.add_index(Task.index(Task.owner, Task.id, where=Task.free, name="task_free_owner_id_id"))

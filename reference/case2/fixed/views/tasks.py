@@ -92,7 +92,12 @@ def get_task_image(task_id: int):
         raise NotFound("task has no image")
     storage = image_storage()
     name = storage.name(task["id"], task["image_ext"])
-    response = send_from_directory(storage.root, name, mimetype=task["image_type"])
+    try:
+        response = send_from_directory(storage.root, name, mimetype=task["image_type"])
+    except FileNotFoundError:
+        # A DELETE committed and removed the file after the row above was read (between
+        # Werkzeug's isfile check and its open): the task is gone, as for any deleted task.
+        raise NotFound("no such task") from None
     response.headers["X-Content-Type-Options"] = "nosniff"
     # Never rendered as a document, whatever a client makes of the bytes.
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
