@@ -101,11 +101,14 @@ def test_a_rerun_skips_finished_partitions(tmp_path, dask_client, start_server):
     assert server.counters.snapshot()["accepted"] == 12 and len(read(tmp_path / "out.jsonl")) == 12
 
 
+@pytest.mark.finding("C1-12", side="fixed")
 def test_leftover_parts_that_do_not_check_out_are_set_aside_not_imported(tmp_path, dask_client, start_server):
     """Parts left in ``<output>.parts``: one cut short, one forged (well formed, a class for every image,
     but not signed with this index's key). Neither is imported, neither ends the run: both are set
     aside and their images processed."""
     import base64
+    import hashlib
+    import hmac
     from reference.case1.fixed.distributed import parts_dir_for, partition_id
     from reference.case1.fixed.discovery import Candidate
     names = sorted(p.name for p in make_images(tmp_path / "in", 8, size=(8, 8), mode="L"))
@@ -117,7 +120,10 @@ def test_leftover_parts_that_do_not_check_out_are_set_aside_not_imported(tmp_pat
                                json.dumps({"path": name, "class": "forged", "score": 1.0, "elapsed": 0.1,
                                            "image_size": 1, "error": None, "stats_error": None,
                                            "retryable": False})]) for name in names[:4]]
-    (parts / "0123456789abcdef0123456789abcdef.jsonl").write_text("\n".join(forged_rows) + "\n", encoding="utf-8")
+    forged = "".join(row + "\n" for row in forged_rows).encode()
+    signature = hmac.new(b"another index's key", forged, hashlib.sha256).hexdigest()  # well formed, wrong key
+    (parts / "0123456789abcdef0123456789abcdef.jsonl").write_bytes(forged + json.dumps({"mac": signature}).encode()
+                                                                   + b"\n")
     first = [Candidate(str(tmp_path / "in" / name), name.encode()) for name in names[:4]]
     (parts / (partition_id(first) + ".jsonl")).write_text('["not base64", tr', encoding="utf-8")  # a torn write
     summary = run_on_dask(dask_client, tmp_path / "in", out, server.url, partition_size=4)

@@ -92,6 +92,7 @@ def fast_server(start_server):
 # --- H1, M7: a rerun never destroys results; a damaged index is a clear error ---------------------------------
 
 
+@pytest.mark.finding("C1-12", side="fixed")
 def test_a_stale_index_never_truncates_the_results_it_does_not_know(tmp_path):
     out = tmp_path / "out.jsonl"
     index = tmp_path / "out.jsonl.index.sqlite"
@@ -111,14 +112,18 @@ def test_a_stale_index_never_truncates_the_results_it_does_not_know(tmp_path):
     assert complete_lines(out) == written[:1]  # while the output is again what the index holds
 
 
+@pytest.mark.finding("C1-12", side="fixed")
 def test_an_empty_index_or_one_moved_without_its_wal_is_refused(tmp_path):
     out = tmp_path / "out.jsonl"
     index = tmp_path / "out.jsonl.index.sqlite"
+    with Journal(out, CONFIG):
+        pass
+    before_any_result = index.read_bytes()  # closed: the settings are in the main file, there are no rows
     with Journal(out, CONFIG) as journal:
         journal.record(rows(b"a", b"b"))
         main_file_only = index.read_bytes()  # the rows are still in the -wal file
     written = out.read_bytes()
-    for broken in (b"", main_file_only):
+    for broken in (b"", main_file_only, before_any_result):
         for suffix in ("-wal", "-shm"):
             index.with_name(index.name + suffix).unlink(missing_ok=True)
         index.write_bytes(broken)
@@ -128,6 +133,7 @@ def test_an_empty_index_or_one_moved_without_its_wal_is_refused(tmp_path):
         assert set_aside(out) == []
 
 
+@pytest.mark.finding("C1-12", side="fixed")
 @pytest.mark.parametrize("damage", ["not sqlite", "malformed page", "checkpoint not JSON", "other program",
                                     "other format"])
 def test_a_damaged_index_is_a_usage_error_naming_the_cause(tmp_path, monkeypatch, capsys, damage):
@@ -164,6 +170,7 @@ def test_a_damaged_index_is_a_usage_error_naming_the_cause(tmp_path, monkeypatch
     assert out.read_bytes() == written
 
 
+@pytest.mark.finding("C1-12", side="fixed")
 def test_a_disk_that_fills_while_recording_says_so(tmp_path):
     with Journal(tmp_path / "out.jsonl", CONFIG) as journal:
         journal.record(rows(b"a"))
@@ -194,6 +201,7 @@ def full_disk():
         os.rmdir(where)
 
 
+@pytest.mark.finding("C1-12", side="fixed")
 def test_a_full_disk_at_start_is_exit_3_with_the_cause(tmp_path, full_disk, monkeypatch, capsys):
     make_images(tmp_path / "in", 1, size=(8, 8), mode="L")
     code = main(["--input-dir", str(tmp_path / "in"), "--output", os.path.join(full_disk, "out.jsonl"),
@@ -408,6 +416,7 @@ def backlogged():
         sock.close()
 
 
+@pytest.mark.finding("C1-23", side="fixed")
 def test_the_deadline_bounds_connect_attempts(backlogged):
     url, _ = backlogged
     started = time.monotonic()
@@ -416,6 +425,7 @@ def test_the_deadline_bounds_connect_attempts(backlogged):
     assert time.monotonic() - started < 2.5  # urllib3 alone: 4 attempts of 1 s and the backoff between, 5 s
 
 
+@pytest.mark.finding("C1-23", side="fixed")
 def test_a_late_accept_and_a_trickled_answer_are_still_cut_at_the_deadline(backlogged):
     url, accept_after = backlogged
     accept_after(0.7)  # after the deadline: the retried connect succeeds, then the answer trickles for 8 s
@@ -428,6 +438,7 @@ def test_a_late_accept_and_a_trickled_answer_are_still_cut_at_the_deadline(backl
 # --- M1, M2, M4, redirects: what the server sends -----------------------------------------------------------------
 
 
+@pytest.mark.finding("C1-25", side="fixed")
 @pytest.mark.parametrize("header", ["0", "Thu, 01 Jan 1970 00:00:00 GMT"])
 def test_retry_after_zero_or_past_is_no_licence_for_a_hot_loop(header):
     with FaultServer(lambda e, n: Reply(429, b"slow down", {"Retry-After": header})) as server, \
@@ -435,9 +446,12 @@ def test_retry_after_zero_or_past_is_no_licence_for_a_hot_loop(header):
         with pytest.raises(requests.HTTPError, match="429"):
             client.classify(b"jpeg", 1.0)
         calls = server.calls("classify")
-    assert 2 <= calls <= MAX_ATTEMPTS  # exponential backoff from 0.1 s: a handful, not thousands
+    # waits of 0.1-0.2, 0.2-0.4, 0.4-0.8, 0.8-1.6 s...: at most 5 calls fit in the 3 s budget (a slow machine
+    # makes fewer); taking Retry-After at its word would spend all MAX_ATTEMPTS at once
+    assert 2 <= calls <= 5 < MAX_ATTEMPTS, calls
 
 
+@pytest.mark.finding("C1-25", side="fixed")
 def test_retries_stop_after_the_attempt_limit_even_within_the_budget():
     with FaultServer(lambda e, n: Reply(503, b"busy", {"Retry-After": "0"})) as server, \
             Client(server.url, timeout=5, retry_budget=3600) as client, \
@@ -459,6 +473,7 @@ HOSTILE_ANSWERS = {
 }
 
 
+@pytest.mark.finding("C1-25", side="fixed")
 @pytest.mark.parametrize("name", list(HOSTILE_ANSWERS))
 def test_odd_answers_are_request_errors_with_a_cause(tmp_path, name):
     """A RequestException with its cause (or, for a length that is no number, the body read to its end);
@@ -473,6 +488,7 @@ def test_odd_answers_are_request_errors_with_a_cause(tmp_path, name):
             assert name == "Content-Length superscript" and answer.cls == "cat"
 
 
+@pytest.mark.finding("C1-25", side="fixed")
 def test_a_redirect_to_another_origin_is_not_followed(tmp_path):
     with FaultServer() as elsewhere:
         with FaultServer(lambda e, n: Reply(307, b"", {"Location": elsewhere.url + "/api/classify"})) as server, \
@@ -482,6 +498,7 @@ def test_a_redirect_to_another_origin_is_not_followed(tmp_path):
         assert elsewhere.calls("classify") == 0  # the image never left for the other server
 
 
+@pytest.mark.finding("C1-38", side="fixed")
 def test_credentials_in_the_url_never_reach_the_results_or_the_terminal(tmp_path):
     make_images(tmp_path / "in", 2, size=(8, 8), mode="L")
     with socket.socket() as sock:
@@ -513,6 +530,7 @@ def test_control_characters_from_the_server_are_escaped_in_the_summary(tmp_path)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="needs POSIX permissions")
+@pytest.mark.finding("C1-03", side="fixed")
 def test_an_unreadable_subdirectory_is_a_line_with_its_cause(tmp_path):
     base = tempfile.mkdtemp(prefix="case1-sub-")  # under /tmp, so "nobody" can reach it
     try:
@@ -533,6 +551,7 @@ def test_an_unreadable_subdirectory_is_a_line_with_its_cause(tmp_path):
         shutil.rmtree(base)
 
 
+@pytest.mark.finding("C1-03", side="fixed")
 def test_a_directory_too_deep_to_name_is_a_line_with_its_cause(tmp_path, fast_server):
     root = tmp_path / "in"
     make_images(root, 1, size=(8, 8), mode="L")
@@ -551,6 +570,7 @@ def test_a_directory_too_deep_to_name_is_a_line_with_its_cause(tmp_path, fast_se
     assert "File name too long" in problems[0].problem
 
 
+@pytest.mark.finding("C1-03", side="fixed")
 def test_discovery_memory_does_not_grow_with_the_subdirectories(tmp_path):
     peaks = {}
     for count in (500, 5000):
@@ -568,6 +588,7 @@ def test_discovery_memory_does_not_grow_with_the_subdirectories(tmp_path):
 # --- M5: a temporary failure is retried by the rerun, exactly once --------------------------------------------------
 
 
+@pytest.mark.finding("C1-12", side="fixed")
 def test_failures_of_the_server_are_retried_by_a_rerun_and_stay_one_line_each(tmp_path, start_server):
     make_images(tmp_path / "in", 6, size=(8, 8), mode="L")
     (tmp_path / "in" / "text.png").write_text("not a picture", encoding="utf-8")
@@ -591,6 +612,7 @@ def test_failures_of_the_server_are_retried_by_a_rerun_and_stay_one_line_each(tm
     assert server.counters.snapshot()["accepted"] == 6 and "done by an earlier run: 7" in third.stdout.decode()
 
 
+@pytest.mark.finding("C1-12", side="fixed")
 def test_a_rerun_can_keep_failures_and_a_moved_server_is_explicit(tmp_path, start_server):
     make_images(tmp_path / "in", 2, size=(8, 8), mode="L")
     broken = start_server(latency_ms=0, stats_latency_ms=0, error_status=503)
@@ -607,6 +629,7 @@ def test_a_rerun_can_keep_failures_and_a_moved_server_is_explicit(tmp_path, star
     assert all(r["class"] for r in records(tmp_path / "results.jsonl")) and good.counters.snapshot()["accepted"] == 2
 
 
+@pytest.mark.finding("C1-12", side="fixed")
 def test_the_tail_of_retryable_failures_is_cut_only_when_the_index_holds_it(tmp_path):
     out = tmp_path / "out.jsonl"
     with Journal(out, CONFIG) as journal:
@@ -625,6 +648,7 @@ def test_the_tail_of_retryable_failures_is_cut_only_when_the_index_holds_it(tmp_
 # --- M6: a broken terminal costs only text --------------------------------------------------------------------------
 
 
+@pytest.mark.finding("C1-36", side="fixed")
 @pytest.mark.parametrize("stderr", ["closed", "full"])
 def test_a_closed_or_full_stderr_costs_the_progress_bar_not_the_results(tmp_path, fast_server, stderr):
     make_images(tmp_path / "in", 5, size=(8, 8), mode="L")
@@ -639,6 +663,7 @@ def test_a_closed_or_full_stderr_costs_the_progress_bar_not_the_results(tmp_path
     assert len(records(tmp_path / "results.jsonl")) == 5
 
 
+@pytest.mark.finding("C1-36", side="fixed")
 def test_a_stdout_closed_before_the_summary_is_no_traceback(tmp_path, fast_server):
     make_images(tmp_path / "in", 5, size=(8, 8), mode="L")
     proc = subprocess.Popen([sys.executable, "-X", "dev", "-m", FIXED_PACKAGE, "--input-dir", "in", "--no-progress",
@@ -728,6 +753,7 @@ def test_an_image_wider_than_a_jpeg_is_an_error_with_that_cause(tmp_path):
 # --- bad arguments and environments are usage errors ------------------------------------------------------------
 
 
+@pytest.mark.finding("C1-33", side="fixed")
 @pytest.mark.parametrize("args, message", [
     (["--memory-budget", "9" * 400], "--memory-budget"),
     (["--output", ""], "does not name a file"),
@@ -756,6 +782,7 @@ def test_a_ca_bundle_that_does_not_exist_is_a_usage_error(tmp_path, monkeypatch,
     assert exited.value.code == 2 and "nonexistent.pem" in capsys.readouterr().err
 
 
+@pytest.mark.finding("C1-23", side="fixed")
 def test_a_huge_timeout_cannot_overflow_the_watchdog(fast_server, tmp_path):
     make_images(tmp_path / "in", 1, size=(8, 8), mode="L")
     paths = [Candidate(str(p), p.name.encode()) for p in (tmp_path / "in").iterdir()]

@@ -204,6 +204,7 @@ def test_killed_many_times_every_input_exactly_once(tmp_path, start_server):
         target = done + rng.randint(1, max(1, len(names) - done - 1))
         delay = rng.uniform(0.05, 1.0)
         outage = _Outage(server, after=rng.randint(1, 20))
+        requests_before = len(server.counters.snapshot()["magic_values"])  # classify requests received so far
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         if rng.random() < 1 / 3 or run < 2:  # the first runs have most of the work ahead
@@ -214,6 +215,8 @@ def test_killed_many_times_every_input_exactly_once(tmp_path, start_server):
         else:
             while proc.poll() is None and _final_lines(out) < target and time.monotonic() < deadline:
                 time.sleep(0.005)
+        # images of this run whose request had not even reached the server when it was stopped
+        unsent = len(names) - done - (len(server.counters.snapshot()["magic_values"]) - requests_before)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
         outage.stop()
@@ -226,7 +229,7 @@ def test_killed_many_times_every_input_exactly_once(tmp_path, start_server):
         assert b"Traceback" not in err, err.decode()[-2000:]
         retryable = after.count(b'"retryable": true')
         history.append((signal.Signals(sig).name, "early" if early else "mid", proc.returncode, done,
-                        _final_part(after).count(b"\n"), retryable))
+                        _final_part(after).count(b"\n"), retryable, unsent))
     final = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stderr
     results = [json.loads(line) for line in lines(out)]
@@ -234,7 +237,9 @@ def test_killed_many_times_every_input_exactly_once(tmp_path, start_server):
     assert sorted(seen) == sorted(names), history  # every input, exactly once
     assert all(r["class"] and r["error"] is None for r in results)  # the failures were retried
     assert server.counters.snapshot()["accepted"] >= len(names)  # at least once at the server
-    # some kill -9 landed in the middle of the work, and what that run had finished was kept
-    assert any(name == "SIGKILL" and before < after < len(names) for name, _, _, before, after, _ in history), history
+    # some kill -9 landed in the middle of the work - killed, not finished, with images it had not sent yet - and
+    # what that run had finished was kept (results written only at the end would show up only once all were sent)
+    assert any(name == "SIGKILL" and code == -signal.SIGKILL and before < after and unsent > 0
+               for name, _, code, before, after, _, unsent in history), history
     # and the server failed some requests, whose images were retried by a later run (all are classified)
     assert server.counters.snapshot()["rejected"].get("forced_error"), history
