@@ -649,10 +649,16 @@ def test_the_tail_of_retryable_failures_is_cut_only_when_the_index_holds_it(tmp_
 
 
 @pytest.mark.finding("C1-36", side="fixed")
-@pytest.mark.parametrize("stderr", ["closed", "full"])
+@pytest.mark.parametrize("stderr", ["closed", "full", "broken pipe"])
 def test_a_closed_or_full_stderr_costs_the_progress_bar_not_the_results(tmp_path, fast_server, stderr):
+    """``2>&-``, ``2>/dev/full``, and ``2>&1 | head -c 100`` once head has gone (EPIPE on every write)."""
     make_images(tmp_path / "in", 5, size=(8, 8), mode="L")
-    full = open(os.devnull if stderr == "closed" else "/dev/full", "wb")
+    if stderr == "broken pipe":
+        reader, writer = os.pipe()
+        os.close(reader)
+        full = os.fdopen(writer, "wb")
+    else:
+        full = open(os.devnull if stderr == "closed" else "/dev/full", "wb")
     try:
         proc = subprocess.run([sys.executable, "-m", FIXED_PACKAGE, "--input-dir", "in", fast_server.url],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=full, timeout=120,
