@@ -588,6 +588,34 @@ def test_discovery_memory_does_not_grow_with_the_subdirectories(tmp_path):
 # --- M5: a temporary failure is retried by the rerun, exactly once --------------------------------------------------
 
 
+def _http_error(status):
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"{status} for url: http://127.0.0.1:9/api/classify", response=response)
+
+
+@pytest.mark.finding("C1-12", side="fixed")
+@pytest.mark.parametrize("exc, retryable", [
+    (OSError(errno.EMFILE, "Too many open files"), True),  # ulimit -n 128 with --workers 200
+    (OSError(errno.EACCES, "Permission denied"), True),  # mended, the same command reads it
+    (OSError(errno.ENOENT, "No such file or directory"), False),
+    (Image.UnidentifiedImageError("cannot identify image file"), False),
+    (Image.DecompressionBombError("too many pixels"), False),
+    (MemoryError(), True),
+    (_http_error(404), True),  # a wrong URL path prefix
+    (_http_error(401), True),
+    (_http_error(400), False),  # the server refuses this image
+    (_http_error(413), False),
+    (_http_error(500), True),
+    (_http_error(503), True),
+    (requests.ConnectionError("connection refused"), True),
+    (DeadlineExceeded("request exceeded its 2 s deadline"), True),
+], ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value))
+def test_failures_of_the_environment_are_retryable_and_failures_of_the_input_final(exc, retryable):
+    from reference.case1.fixed.report import is_retryable
+    assert is_retryable(exc) is retryable
+
+
 @pytest.mark.finding("C1-12", side="fixed")
 def test_failures_of_the_server_are_retried_by_a_rerun_and_stay_one_line_each(tmp_path, start_server):
     make_images(tmp_path / "in", 6, size=(8, 8), mode="L")
