@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -113,3 +114,34 @@ def exact_magic(image: np.ndarray):
     if wide.ndim == 2:
         return int(rows @ wide @ cols) / n
     return [int(rows @ wide[..., c] @ cols) / n for c in range(wide.shape[2])]
+
+
+def as_nobody(func):
+    """Run ``func()`` in a forked child that has dropped root to ``nobody``; (exit code, stderr). The
+    exit code is what ``func`` returned (an int), raised (``SystemExit``), or 0.
+
+    The interpreter and every module it needs are already loaded before the fork, so the child
+    needs no file that ``nobody`` cannot read: only the directory under test matters.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        code = 99
+        try:
+            sys.stderr = os.fdopen(write_end, "w")  # argparse writes to sys.stderr (pytest's capture here)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                returned = func()
+                code = returned if isinstance(returned, int) else 0
+            except SystemExit as exited:
+                code = exited.code if isinstance(exited.code, int) else 1
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        err = pipe.read().decode("utf-8", "replace")
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), err

@@ -99,3 +99,53 @@ def test_a_rerun_skips_finished_partitions(tmp_path, dask_client, start_server):
     again = run_on_dask(dask_client, tmp_path / "in", tmp_path / "out.jsonl", server.url, partition_size=4)
     assert (first.succeeded, again.succeeded, again.resumed) == (12, 0, 12)
     assert server.counters.snapshot()["accepted"] == 12 and len(read(tmp_path / "out.jsonl")) == 12
+
+
+@pytest.mark.finding("C1-12", side="fixed")
+def test_leftover_parts_that_do_not_check_out_are_set_aside_not_imported(tmp_path, dask_client, start_server):
+    """Parts left in ``<output>.parts``: one cut short, one forged (well formed, a class for every image,
+    but not signed with this index's key). Neither is imported, neither ends the run: both are set
+    aside and their images processed."""
+    import base64
+    import hashlib
+    import hmac
+    from reference.case1.fixed.distributed import parts_dir_for, partition_id
+    from reference.case1.fixed.discovery import Candidate
+    names = sorted(p.name for p in make_images(tmp_path / "in", 8, size=(8, 8), mode="L"))
+    server = start_server(latency_ms=0, stats_latency_ms=0)
+    out = tmp_path / "out.jsonl"
+    parts = parts_dir_for(out)
+    parts.mkdir()
+    forged_rows = [json.dumps([base64.b64encode(name.encode()).decode(), False, False, False,
+                               json.dumps({"path": name, "class": "forged", "score": 1.0, "elapsed": 0.1,
+                                           "image_size": 1, "error": None, "stats_error": None,
+                                           "retryable": False})]) for name in names[:4]]
+    forged = "".join(row + "\n" for row in forged_rows).encode()
+    signature = hmac.new(b"another index's key", forged, hashlib.sha256).hexdigest()  # well formed, wrong key
+    (parts / "0123456789abcdef0123456789abcdef.jsonl").write_bytes(forged + json.dumps({"mac": signature}).encode()
+                                                                   + b"\n")
+    first = [Candidate(str(tmp_path / "in" / name), name.encode()) for name in names[:4]]
+    (parts / (partition_id(first) + ".jsonl")).write_text('["not base64", tr', encoding="utf-8")  # a torn write
+    summary = run_on_dask(dask_client, tmp_path / "in", out, server.url, partition_size=4)
+    results = read(out)
+    assert sorted(os.path.basename(r["path"]) for r in results) == names  # each image once...
+    assert all(r["class"] and r["class"] != "forged" for r in results)  # ...with its real result
+    assert summary.succeeded == 8 and summary.left_for_rerun == 0
+    aside = sorted(p.name for p in parts.iterdir()) if parts.exists() else []
+    assert len(aside) == 2 and all(".jsonl.invalid-" in name for name in aside), aside
+
+
+def test_an_unreachable_scheduler_is_an_error_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    import dask.distributed
+    from reference.case1.fixed import distributed
+
+    def unreachable(address, timeout=None):
+        raise OSError(f"Timed out trying to connect to {address}")
+
+    monkeypatch.setattr(dask.distributed, "Client", unreachable)
+    make_images(tmp_path / "in", 1, size=(8, 8), mode="L")
+    with Journal(tmp_path / "out.jsonl", config(tmp_path / "in")) as journal, \
+            pytest.raises(distributed.SchedulerError, match="cannot reach the Dask scheduler"):
+        distributed.run_distributed(iter_images(str(tmp_path / "in")), Options("http://127.0.0.1:9", progress=False),
+                                    journal, scheduler="tcp://127.0.0.1:1")
+    assert not (tmp_path / "out.jsonl.parts").exists()

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import threading
 import tempfile
 import time
@@ -20,6 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
+from case1_support import as_nobody
 from workbench.stacks import today_only
 
 today_only()  # the redesigned code needs Python 3.11: skipped on the 2020 stack, before importing it
@@ -136,36 +136,6 @@ def test_usage_errors_exit_2_with_a_clear_message(tmp_path, monkeypatch, capsys,
     assert exited.value.code == 2 and message in capsys.readouterr().err
 
 
-def _as_nobody(func):
-    """Run ``func()`` in a forked child that has dropped root to ``nobody``; (exit code, stderr).
-
-    The interpreter and every module it needs are already loaded before the fork, so the child
-    needs no file that ``nobody`` cannot read: only the directory under test matters.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        code = 99
-        try:
-            sys.stderr = os.fdopen(write_end, "w")  # argparse writes to sys.stderr (pytest's capture here)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            try:
-                func()
-                code = 0
-            except SystemExit as exited:
-                code = exited.code if isinstance(exited.code, int) else 1
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        err = pipe.read().decode("utf-8", "replace")
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), err
-
-
 @pytest.mark.skipif(os.name != "posix", reason="needs POSIX permissions")
 def test_unreadable_input_dir_is_a_usage_error(tmp_path, monkeypatch, capsys):
     # As root (CI here) permissions do not apply, so the check runs as "nobody" in a forked child;
@@ -178,7 +148,7 @@ def test_unreadable_input_dir_is_a_usage_error(tmp_path, monkeypatch, capsys):
         next(iter_images(str(tmp_path)), None)  # load the discovery's imports (Pillow's plugins) before the fork
         argv = ["--input-dir", locked, "--output", os.path.join(base, "out.jsonl"), "http://127.0.0.1:1"]
         if os.geteuid() == 0:
-            code, err = _as_nobody(lambda: main(argv))
+            code, err = as_nobody(lambda: main(argv))
         else:
             with pytest.raises(SystemExit) as exited:
                 main(argv)

@@ -207,7 +207,7 @@ def test_a_decompression_bomb_is_an_error_line(tmp_path, start_server):
 def test_memory_budget_limits_images_decoded_at_once(tmp_path, start_server, monkeypatch):
     from reference.case1.fixed import pipeline
     paths = make_images(tmp_path, 6, size=(600, 500), mode="RGB", fmt="PNG", ext=".png")  # decoded in full
-    per_image = 600 * 500 * 4 * imaging.WORKING_SET_FACTOR
+    per_image = imaging.working_set((600, 500), "RGB", False, False, True, (250, 300))  # what each reserves
     budgets = []
 
     class Recording(MemoryBudget):

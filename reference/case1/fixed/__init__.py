@@ -15,10 +15,18 @@ Run it as ``python -m reference.case1.fixed --input-dir DIR [--output FILE] [--w
 * :mod:`.report` - result lines, streaming statistics, summary and exit code;
 * :mod:`.distributed` - the same job on a Dask cluster, partition by partition.
 
-This package never imports ``reference.case1.as_given`` or ``reference.case1.patched``.
+This package never imports ``reference.case1.as_given`` or ``reference.case1.patched``. Importing the
+package itself imports nothing heavy (``calc_magic_number`` is loaded on first use), so that
+``python -m`` reaches :mod:`.__main__`, which turns a Ctrl-C during the imports into exit code 130
+instead of a traceback.
 """
 from __future__ import annotations
 
-from .magic import calc_magic_number
-
 __all__ = ["calc_magic_number"]
+
+
+def __getattr__(name: str):
+    if name == "calc_magic_number":
+        from .magic import calc_magic_number
+        return calc_magic_number
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

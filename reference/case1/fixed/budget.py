@@ -2,11 +2,13 @@
 
 Pillow's decompression-bomb check limits the *pixels* of one image (``Image.MAX_IMAGE_PIXELS``,
 about 89 million: an error above twice that), but sixteen workers decoding sixteen images just under
-the limit need sixteen times the memory - gigabytes. Each worker reserves the estimated working set
-of its image (decoded size times :data:`WORKING_SET_FACTOR`: the decoded image, its converted and
-rotated copies) before decoding, and waits while the reservations of the others would exceed the
-budget. An image larger than the whole budget is decoded alone (it reserves the whole budget), so it
-is slow, not lost.
+the limit need sixteen times the memory - gigabytes. Each worker reserves the working set of its
+image before decoding (:func:`.imaging.working_set`: the peak of the images alive at once along the
+conversion path of that image's mode, plus the metadata read), and waits while the reservations of
+the others would exceed the budget. An image larger than the whole budget is decoded alone (it
+reserves the whole budget), so it is slow, not lost. What is not reserved is bounded per worker:
+the metadata Pillow reads before an image's size is known (at most
+:data:`.imaging.MAX_METADATA_BYTES`) and the buffers of one request.
 
 A budget only bounds memory if freed memory leaves the process: glibc keeps freed blocks below its
 (adaptive, up to 32 MiB) mmap threshold in per-thread arenas, so four threads that decode one huge
@@ -22,7 +24,6 @@ import threading
 from contextlib import contextmanager
 from collections.abc import Iterator
 
-WORKING_SET_FACTOR = 3
 MIN_DEFAULT = 256 << 20
 MAX_DEFAULT = 4 << 30
 

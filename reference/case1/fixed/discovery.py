@@ -15,13 +15,20 @@ any, so that it still gets its result line with a cause:
   sent to the API although it is not part of the input): not processed, the cause says which;
 * a FIFO, socket or device with an image name: not processed (opening a FIFO would block forever);
 * a symbolic link to a directory (whatever its name): not followed - a link cycle cannot loop and
-  the walk cannot leave the tree - and reported, so that its images are not silently missing.
+  the walk cannot leave the tree - and reported, so that its images are not silently missing;
+* a subdirectory that cannot be listed (no permission, a path longer than the system allows, an I/O
+  error), or an entry that cannot be examined: reported with the cause (key ``sub/dir/``), so the
+  run ends with a failure instead of silently missing what is inside. A permission problem is
+  retryable (``retryable``): once it is mended, the same command lists the directory.
 
 Subdirectories are walked depth first when ``recursive`` is true (the CLI default), otherwise
-skipped; a directory whose name looks like an image (``album.png/``) is still a directory. Paths are
-joined by ``os.scandir`` itself (``entry.path``); each candidate also carries its path relative to
-the input directory as bytes (``key``), the identity a resumed run uses. Names that are not valid
-UTF-8 come through unchanged (``os.fsencode`` gives back their bytes).
+skipped; a directory whose name looks like an image (``album.png/``) is still a directory. The walk
+keeps one open ``scandir`` per level (up to :data:`MAX_OPEN_DIRS` levels, then the subdirectories of
+a deeper directory are listed before they are entered), so 200 000 subdirectories of one directory
+cost no memory either. Paths are joined by ``os.scandir`` itself (``entry.path``); each candidate
+also carries its path relative to the input directory as bytes (``key``), the identity a resumed
+run uses. Names that are not valid UTF-8 come through unchanged (``os.fsencode`` gives back their
+bytes).
 """
 from __future__ import annotations
 
@@ -35,11 +42,21 @@ from functools import lru_cache
 from PIL import Image
 
 
+MAX_OPEN_DIRS = 64  # directory levels walked with an open scandir (one file descriptor each)
+_RETRYABLE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EIO, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ESTALE}
+
+
 @dataclass(frozen=True)
 class Candidate:
     path: str  # as found: the input directory joined with the relative name
     key: bytes  # relative to the input directory, bytes
     problem: str | None = None  # why it is not processed; None when it is
+    retryable: bool = False  # the problem is the environment's (a permission...), not the input's
+
+
+def _unreadable(path: str, key: bytes, exc: OSError, what: str) -> Candidate:
+    return Candidate(path, key, f"not processed: {what} cannot be read: {exc.strerror or exc}",
+                     exc.errno in _RETRYABLE_ERRNOS)
 
 
 @lru_cache(maxsize=1)
@@ -110,33 +127,79 @@ def iter_images(root: str, recursive: bool = True,
                 on_error: Callable[[OSError], None] | None = None) -> Iterator[Candidate]:
     """Yield every candidate under ``root`` (see the module), in directory order, as it is found.
 
-    An unreadable subdirectory is reported to ``on_error`` (and skipped) instead of ending the
-    walk; an unreadable ``root`` raises ``OSError`` at the first ``next()``.
+    An unreadable subdirectory, or an entry that cannot be examined, is yielded as a candidate with
+    its problem (and also passed to ``on_error``, if given); an unreadable ``root`` raises
+    ``OSError`` at the first ``next()``.
     """
     root_real = os.path.realpath(root)
-    stack: list[tuple[str, bytes]] = [(root, b"")]
-    while stack:
-        directory, prefix = stack.pop()
-        try:
-            with os.scandir(directory) as entries:
-                subdirs = []
-                for entry in entries:
-                    try:
-                        kind, problem = _classify(entry, root_real)
-                    except OSError as exc:  # the entry vanished or cannot be stat'ed
-                        if on_error is None:
-                            raise
+    # one frame per directory being listed: [its scandir (None once listed), its path, its key prefix,
+    # subdirectories put off until it is listed]
+    frames: list[list] = [[_listing(os.scandir(root)), root, b"", []]]
+    try:
+        while frames:
+            iterator, directory, prefix, later = frames[-1]
+            entry = _next_entry(iterator) if iterator is not None else None
+            if entry is None:  # this directory is listed: close it, then enter what was put off
+                if iterator is not None:
+                    iterator.close()
+                    frames[-1][0] = None
+                if not later:
+                    frames.pop()
+                    continue
+                path, key = later.pop()
+                yield from _enter(frames, path, key, on_error)
+                continue
+            if isinstance(entry, OSError):  # the listing itself failed part-way
+                yield from _report(on_error, entry, _unreadable(directory, prefix, entry, "the rest of this directory"))
+                iterator.close()
+                frames[-1][0] = None
+                continue
+            key = prefix + os.fsencode(entry.name)
+            try:
+                kind, problem = _classify(entry, root_real)
+            except OSError as exc:  # the entry vanished or cannot be stat'ed
+                if exc.errno == errno.ENOENT:
+                    if on_error is not None:
                         on_error(exc)
-                        continue
-                    key = prefix + os.fsencode(entry.name)
-                    if kind == "dir":
-                        subdirs.append((entry.path, key + b"/"))
-                    elif kind == "candidate":
-                        yield Candidate(entry.path, key, problem)
-        except OSError as exc:
-            if directory == root or on_error is None:
-                raise
-            on_error(exc)
-            continue
-        if recursive:
-            stack.extend(reversed(subdirs))
+                    continue
+                yield from _report(on_error, exc, _unreadable(entry.path, key, exc, "this entry"))
+                continue
+            if kind == "candidate":
+                yield Candidate(entry.path, key, problem)
+            elif kind == "dir" and recursive:
+                if len(frames) < MAX_OPEN_DIRS:
+                    yield from _enter(frames, entry.path, key + b"/", on_error)
+                else:  # deep enough: list it now, enter it when this directory is done
+                    later.append((entry.path, key + b"/"))
+    finally:
+        for iterator, *_ in frames:
+            if iterator is not None:
+                iterator.close()
+
+
+def _listing(entries) -> Iterator[os.DirEntry]:
+    """The entries of an open ``os.scandir``, one at a time; closing the generator closes the scandir."""
+    with entries:
+        yield from entries
+
+
+def _next_entry(iterator) -> os.DirEntry | OSError | None:
+    """The next entry, None at the end, or the error that ended the listing."""
+    try:
+        return next(iterator, None)
+    except OSError as exc:
+        return exc
+
+
+def _enter(frames: list, path: str, key: bytes, on_error) -> Iterator[Candidate]:
+    """Open the subdirectory ``path`` as a new frame, or yield it with the reason it cannot be listed."""
+    try:
+        frames.append([_listing(os.scandir(path)), path, key, []])
+    except OSError as exc:
+        yield from _report(on_error, exc, _unreadable(path, key, exc, "directory"))
+
+
+def _report(on_error, exc: OSError, candidate: Candidate) -> Iterator[Candidate]:
+    if on_error is not None:
+        on_error(exc)
+    yield candidate

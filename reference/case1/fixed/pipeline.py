@@ -12,9 +12,15 @@ looked up in the index in batches (:mod:`.journal`: what an earlier run finished
 most ``2 * workers`` are submitted and not yet recorded, so memory does not grow with the number of
 files. Finished results are committed to the index in small batches (every :data:`COMMIT_EVERY`
 results or :data:`COMMIT_SECONDS`) and appended to the JSON-lines output right after (C1-12, C1-27):
-a run killed at any point keeps everything committed, and a rerun does only the rest. Ctrl-C cancels
-what has not started, stops retry waits, lets the running requests finish (each is bounded by the
-timeout), records them, and ends with :data:`EXIT_INTERRUPTED` (a second Ctrl-C stops that wait).
+a run killed at any point keeps everything committed, and a rerun does only the rest (and retries
+the failures of the server or the machine, see :mod:`.journal`). Ctrl-C cancels what has not
+started, stops retry waits, lets the running requests finish (each is bounded by the timeout),
+records them, and ends with :data:`EXIT_INTERRUPTED`; a second Ctrl-C stops that wait: the running
+requests are cut at once and not recorded (a rerun does them again), only images being decoded are
+waited for.
+
+The progress bar and every message go to stderr best effort: a closed, full or broken stderr
+(``2>&-``, ``2>/dev/full``, a pipe whose reader went away) costs the progress, never a result.
 
 Every image gives exactly one result (see :mod:`.report`). Expected failures - a bad file, an error
 answer, a timeout - become the result's ``error``. An unexpected exception is a bug of this program:
@@ -39,7 +45,7 @@ from .budget import MemoryBudget, default_budget, return_freed_memory
 from .client import DEFAULT_RETRY_BUDGET, Aborted, Client
 from .discovery import Candidate
 from .imaging import IMAGE_ERRORS, Prepared, prepare
-from .report import EXIT_INTERRUPTED, Result, Summary, describe
+from .report import EXIT_INTERRUPTED, BestEffortStream, Result, Summary, describe, is_retryable, warn
 
 DEFAULT_WORKERS = 16
 DEFAULT_TIMEOUT = 30.0
@@ -61,6 +67,7 @@ class Options:
     progress: bool = True
     retry_budget: float = DEFAULT_RETRY_BUDGET
     memory_budget: int = field(default_factory=default_budget)
+    verify: bool | str | None = None  # TLS: a CA bundle path, True, or None to read the environment
 
 
 Preparer = Callable[..., Prepared]
@@ -71,16 +78,17 @@ def process_one(candidate: Candidate, client: Client, options: Options, budget: 
     """Prepare, classify and report one image: ``(result, unexpected)``, or None when aborted."""
     path, key = candidate.path, candidate.key
     if candidate.problem is not None:
-        return Result(path, key, error=candidate.problem), False
+        return Result(path, key, error=candidate.problem, retryable=candidate.retryable), False
     try:
         try:
             prepared = preparer(path, rotate=options.rotate, resize=options.resize, budget=budget)
         except IMAGE_ERRORS as exc:
-            return Result(path, key, error=describe(exc)), False
+            return Result(path, key, error=describe(exc), retryable=is_retryable(exc)), False
         try:
             answer = client.classify(prepared.jpeg, prepared.magic)
         except requests.RequestException as exc:
-            return Result(path, key, image_size=len(prepared.jpeg), error=describe(exc)), False
+            return Result(path, key, image_size=len(prepared.jpeg), error=describe(exc),
+                          retryable=is_retryable(exc)), False
         stats_error = None
         try:  # in the worker, over the same session: stats scale with the workers (C1-11)
             client.send_stats(answer.elapsed, answer.cls, len(prepared.jpeg))
@@ -101,8 +109,7 @@ def _print_traceback(path: str, exc: BaseException) -> bool:
     global _tracebacks_printed
     if _tracebacks_printed < MAX_TRACEBACKS:
         _tracebacks_printed += 1
-        print(f"unexpected error while processing {path!r}:", file=sys.stderr)
-        traceback.print_exception(exc, file=sys.stderr)
+        warn(f"unexpected error while processing {path!r}:\n" + "".join(traceback.format_exception(exc)).rstrip())
     return True
 
 
@@ -120,14 +127,15 @@ class _Recorder:
 
     def __init__(self, journal, summary: Summary, bar, sink: Callable[[Result], None] | None):
         self.journal, self.summary, self.bar, self.sink = journal, summary, bar, sink
-        self.buffer: list[tuple[bytes, str, bool, bool]] = []
+        self.buffer: list[tuple[bytes, str, bool, bool, bool]] = []
         self.last = time.monotonic()
 
     def add(self, result: Result, unexpected: bool) -> None:
         self.summary.add(result, unexpected)
         if self.sink is not None:
             self.sink(result)
-        self.buffer.append((result.key, result.to_json(), result.error is not None, result.stats_error is not None))
+        self.buffer.append((result.key, result.to_json(), result.error is not None, result.stats_error is not None,
+                            result.retryable))
         if len(self.buffer) >= COMMIT_EVERY or time.monotonic() - self.last >= COMMIT_SECONDS:
             self.flush()
 
@@ -152,7 +160,7 @@ def run(candidates: Iterable[Candidate], options: Options, journal=None, progres
     budget = MemoryBudget(options.memory_budget)
     in_flight: set[Future] = set()
     # No percentage: the total is what discovery has found so far, not the size of the directory.
-    bar = tqdm(total=0, unit="img", file=progress_stream, disable=not options.progress,
+    bar = tqdm(total=0, unit="img", file=BestEffortStream(progress_stream), disable=not options.progress,
                bar_format="{n_fmt}/{total_fmt} images done [{elapsed}, {rate_fmt}]")
     recorder = _Recorder(journal, summary, bar, sink)
 
@@ -162,7 +170,7 @@ def run(candidates: Iterable[Candidate], options: Options, journal=None, progres
                 continue  # not started, or aborted while waiting to retry: not finished, not recorded
             recorder.add(*future.result())
 
-    with Client(options.url, options.timeout, options.retry_budget) as client, \
+    with Client(options.url, options.timeout, options.retry_budget, verify=options.verify) as client, \
             ThreadPoolExecutor(options.workers, thread_name_prefix="classify") as executor:
         try:
             try:
@@ -178,9 +186,14 @@ def run(candidates: Iterable[Candidate], options: Options, journal=None, progres
             except KeyboardInterrupt:
                 summary.interrupted = True
                 client.abort()
-                for future in in_flight:
-                    future.cancel()
-                done, in_flight = wait(in_flight)
+                # a future cancelled in the queue is only "done" for wait() once a worker dequeues it: wait
+                # for the running ones only
+                running = {future for future in in_flight if not future.cancel()}
+                try:
+                    done, _ = wait(running)
+                except KeyboardInterrupt:  # a second Ctrl-C: cut the running requests instead of waiting
+                    client.cut()
+                    done, _ = wait(running)  # only decoding is left: seconds at most
                 drain(done)
         finally:
             recorder.flush()
