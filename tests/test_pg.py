@@ -154,3 +154,30 @@ def test_run_keeps_later_double_dashes_of_the_command(monkeypatch):
         env=dict(os.environ), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['--', 'x']"
+
+
+def test_embedded_servers_start_and_stop_in_two_threads_at_once():
+    """The 2020-stack run starts its own server beside the test session's, in another thread
+    of the same process; pgserver's class-wide inter-process lock is not thread-safe, and the
+    second thread's start or cleanup failed with "Unable to release an unaquired lock"."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=30)
+    outcomes = []
+
+    def start_and_stop():
+        try:
+            barrier.wait()
+            with pg.embedded_server() as url:
+                psycopg2.connect(url, connect_timeout=10).close()
+                barrier.wait()  # both are up before either stops
+            outcomes.append("ok")
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=start_and_stop) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert outcomes == ["ok", "ok"]

@@ -24,6 +24,11 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 ENV_VAR = "DATABASE_URL"
+# pgserver's start and cleanup are not safe in two threads of one process at once (its
+# inter-process lock object is shared: the second thread's release fails with "Unable to release
+# an unaquired lock"), which happens when the 2020-stack run's server starts beside the test
+# session's: one at a time.
+_PGSERVER_CALLS = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -38,11 +43,13 @@ def embedded_server() -> Iterator[str]:
     datadir = tempfile.mkdtemp(prefix="workbench-pg-")
     server = None
     try:
-        server = pgserver.get_server(datadir, cleanup_mode="stop")
+        with _PGSERVER_CALLS:
+            server = pgserver.get_server(datadir, cleanup_mode="stop")
         yield server.get_uri()
     finally:
         if server is not None:
-            server.cleanup()
+            with _PGSERVER_CALLS:
+                server.cleanup()
         shutil.rmtree(datadir, ignore_errors=True)
 
 
