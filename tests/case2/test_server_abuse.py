@@ -304,3 +304,39 @@ def test_a_slow_body_holds_a_thread_only_until_its_deadline(make_process, slow_l
     assert inspector.users() == []
     # A whole body at a normal pace is not affected.
     assert proc.api.post_task(proc.api.create_user("b@example.com"), image=JPEG_4PX).status_code == 201
+
+
+# --------------------------------------------------------------------------- processes, threads
+
+
+def _gunicorn_settings(monkeypatch, **env) -> dict:
+    import runpy
+    from pathlib import Path
+
+    for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    import reference.case2.fixed as fixed
+
+    return runpy.run_path(str(Path(fixed.__file__).with_name("gunicorn_conf.py")))
+
+
+@pytest.mark.finding("C2-07", side="fixed")
+def test_gunicorn_conf_sizes_processes_and_threads_within_the_database_s_sessions(monkeypatch):
+    """Without ``workers`` and ``threads`` gunicorn runs one process of one thread: one slow
+    client or one image check stalls the whole service. The configuration gives a process per
+    CPU (up to 4) of 8 threads, overridable, and keeps every process's pool of sessions within
+    PostgreSQL's default ``max_connections`` (100), with threads no more than a pool's sessions
+    (a thread must never wait for a session another thread of its process holds)."""
+    import os
+
+    from reference.case2.fixed.config import Config
+
+    settings = _gunicorn_settings(monkeypatch)
+    assert settings["workers"] == min(os.cpu_count() or 1, 4) and settings["threads"] == 8
+    assert settings["worker_class"].endswith("server.JsonErrorThreadWorker")
+    pool = Config().db_max_connections
+    assert settings["workers"] * pool < 100 and settings["threads"] <= pool
+    settings = _gunicorn_settings(monkeypatch, WEB_CONCURRENCY="3", GUNICORN_THREADS="16")
+    assert (settings["workers"], settings["threads"]) == (3, 16)
