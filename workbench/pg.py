@@ -215,9 +215,15 @@ class EmptyDatabases:
         self._free.clear()
 
 
+# Signals that end ``serve`` and ``run`` with the server stopped and its directory removed: Ctrl-C,
+# a kill, and the terminal closing (SIGHUP), whose default action ends Python at once and left
+# PostgreSQL running on its directory.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _serve(_: argparse.Namespace) -> int:
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())
     with database_url() as url:
         print(url, flush=True)
@@ -235,11 +241,26 @@ def _run(ns: argparse.Namespace) -> int:
     with database_url() as url:
         env = dict(os.environ, **{ENV_VAR: url})
         try:
-            return subprocess.call(cmd, env=env)
+            child = subprocess.Popen(cmd, env=env)
         except FileNotFoundError:
             print(f"error: command not found: {cmd[0]}", file=sys.stderr)
             return 127
+
+        def forward(signum, _frame):
+            # The command decides how to end; the server is stopped once it has.
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+        for sig in STOP_SIGNALS[1:]:  # SIGINT reaches the whole foreground group by itself
+            signal.signal(sig, forward)
+        try:
+            return child.wait()
         except KeyboardInterrupt:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
             return 130
 
 

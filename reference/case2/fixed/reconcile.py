@@ -237,4 +237,3 @@ def pending_files_of(app) -> PendingFiles:
             database.close()
 
     return PendingFiles(check, config.reconcile_retry_s, config.reconcile_retry_max_s)
-
