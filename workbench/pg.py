@@ -32,25 +32,33 @@ _PGSERVER_CALLS = threading.Lock()
 
 
 @contextlib.contextmanager
-def embedded_server() -> Iterator[str]:
-    """Start a private PostgreSQL in a fresh temporary directory; yield its URL; stop it."""
+def embedded_pgserver(prefix: str = "workbench-pg-"):
+    """Start a private PostgreSQL in a fresh temporary directory; yield pgserver's server
+    object (for tests that stop and start it); stop it and remove the directory."""
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime directory at import; without XDG_RUNTIME_DIR
         # (containers, root shells, CI) platformdirs warns and uses its fallback, which is fine.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         import pgserver  # imported lazily: only the embedded path needs it
 
-    datadir = tempfile.mkdtemp(prefix="workbench-pg-")
+    datadir = tempfile.mkdtemp(prefix=prefix)
     server = None
     try:
         with _PGSERVER_CALLS:
             server = pgserver.get_server(datadir, cleanup_mode="stop")
-        yield server.get_uri()
+        yield server
     finally:
         if server is not None:
             with _PGSERVER_CALLS:
                 server.cleanup()
         shutil.rmtree(datadir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def embedded_server() -> Iterator[str]:
+    """Start a private PostgreSQL in a fresh temporary directory; yield its URL; stop it."""
+    with embedded_pgserver() as server:
+        yield server.get_uri()
 
 
 @contextlib.contextmanager

@@ -10,16 +10,15 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 
 import peewee
 import pytest
 
+from workbench import pg
 from workbench import service_runner as runner
 
 from .conftest import fixed_contract, fixed_service_module
@@ -59,17 +58,8 @@ def _consistent(svc_db, storage_dir) -> tuple[set, set]:
 @contextlib.contextmanager
 def _private_postgres():
     """A PostgreSQL of this test's own, which the test may stop and start again."""
-    import pgserver
-
-    datadir = tempfile.mkdtemp(prefix="workbench-pg-fault-")
-    server = None
-    try:
-        server = pgserver.get_server(datadir, cleanup_mode="stop")
+    with pg.embedded_pgserver(prefix="workbench-pg-fault-") as server:
         yield server
-    finally:
-        if server is not None:
-            server.cleanup()
-        shutil.rmtree(datadir, ignore_errors=True)
 
 
 def _stop_postgres(server) -> None:
