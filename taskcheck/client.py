@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import history as hist
 from .protocol import Protocol, first
@@ -21,6 +22,9 @@ TEXT_TYPES = ("application/json", "text/", "application/problem+json", "applicat
 KEPT_HEADERS = ("content-type", "content-length", "location", "www-authenticate", "allow",
                 "cache-control", "x-content-type-options", "retry-after")
 MAX_PAGES = 50  # pages of GET /tasks followed by one listing
+# The most of one answer the checker reads: more than any answer of a task service needs (an
+# image upload is at most 10 MiB); the rest of a longer one is dropped, not buffered.
+MAX_BODY = 16 << 20
 
 
 class BudgetExhausted(Exception):
@@ -34,6 +38,7 @@ class Raw:
     content: bytes
     error: Optional[str] = None  # "timeout" | "connection"
     error_text: Optional[str] = None
+    truncated: bool = False  # the answer was longer than the transport reads (the rest dropped)
 
 
 class Budget:
@@ -59,17 +64,103 @@ class Budget:
         return self.used >= self.max_requests or self.clock() >= self.deadline
 
 
-class RequestsTransport:
-    """HTTP with ``requests``: one keep-alive session per thread, a timeout on every request,
-    no redirects followed (a redirect could lead away from the allowed address)."""
+class _Exchange:
+    """The deadline of one request in flight: the connection it uses (recorded by
+    ``_DeadlineConnection``) is shut down when the deadline passes, which makes whatever read
+    or write is blocked on it return at once."""
 
-    def __init__(self, base_url: str, timeout: float, budget: Optional[Budget] = None):
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: Any = None
+        self.fired = False
+        self.done = False
+
+    def use(self, conn: Any) -> None:
+        with self.lock:
+            self.conn = conn
+            if self.fired:
+                _shut_down(conn)
+
+    def fire(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.fired = True
+            if self.conn is not None:
+                _shut_down(self.conn)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.done = True
+
+
+def _shut_down(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+_in_flight = threading.local()  # .exchange: the _Exchange of this thread's request
+
+
+def _deadline_pool_classes():
+    """urllib3 pool classes whose connections report themselves to the thread's ``_Exchange``
+    when a request is sent on them (a kept-alive one) or they connect (a new one)."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def tracked(base):
+        class Tracked(base):
+            def connect(self):
+                super().connect()
+                self._report()
+
+            def request(self, *args, **kwargs):
+                self._report()
+                return super().request(*args, **kwargs)
+
+            def _report(self):
+                exchange = getattr(_in_flight, "exchange", None)
+                if exchange is not None:
+                    exchange.use(self)
+
+        Tracked.__name__ = "Deadline" + base.__name__
+        return Tracked
+
+    class DeadlinePool(HTTPConnectionPool):
+        ConnectionCls = tracked(HTTPConnection)
+
+    class DeadlineHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = tracked(HTTPSConnection)
+
+    return {"http": DeadlinePool, "https": DeadlineHTTPSPool}
+
+
+class RequestsTransport:
+    """HTTP with ``requests``: one keep-alive session per thread, no redirects followed (a
+    redirect could lead away from the allowed address), and every exchange bounded:
+
+    * in time: ``timeout`` is the deadline of the whole exchange (connecting, sending, the
+      answer's head and body), not only of each socket wait, so a server that trickles a byte
+      now and then cannot hold the checker; past it the connection is cut and the exchange is a
+      ``timeout``;
+    * in size: at most ``max_body`` bytes of an answer are read (``Raw.truncated`` says the
+      rest was dropped, with the connection), so a huge or endless answer costs no more memory
+      than that."""
+
+    def __init__(self, base_url: str, timeout: float, budget: Optional[Budget] = None,
+                 max_body: int = MAX_BODY):
         import requests  # imported here so that checkers and replays work without it
 
         self._requests = requests
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.budget = budget
+        self.max_body = max_body
+        self._pool_classes = _deadline_pool_classes()
         self._local = threading.local()
         self._sessions: List[Any] = []
         self._lock = threading.Lock()
@@ -79,6 +170,10 @@ class RequestsTransport:
         if session is None:
             session = self._requests.Session()
             session.trust_env = False  # no proxy from the environment: the target is the address given
+            for prefix in ("http://", "https://"):
+                adapter = self._requests.adapters.HTTPAdapter()
+                adapter.poolmanager.pool_classes_by_scheme = dict(self._pool_classes)
+                session.mount(prefix, adapter)
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
@@ -88,14 +183,39 @@ class RequestsTransport:
         if self.budget is not None:
             self.budget.take()
         req = self._requests
+        exchange = _Exchange()
+        timer = threading.Timer(self.timeout, exchange.fire)
+        timer.daemon = True
+        _in_flight.exchange = exchange
+        timer.start()
         try:
             r = self._session().request(method, self.base_url + path, timeout=self.timeout,
-                                        allow_redirects=False, **kw)
-        except req.exceptions.Timeout as exc:
-            return Raw(None, {}, b"", "timeout", f"{type(exc).__name__}: {exc}"[:300])
+                                        allow_redirects=False, stream=True, **kw)
+            try:
+                content, truncated = self._read_body(r)
+            finally:
+                r.close()
         except req.exceptions.RequestException as exc:
+            if exchange.fired or isinstance(exc, req.exceptions.Timeout):
+                return Raw(None, {}, b"", "timeout", f"no complete answer within {self.timeout} s: "
+                           f"{type(exc).__name__}: {exc}"[:300])
             return Raw(None, {}, b"", "connection", f"{type(exc).__name__}: {exc}"[:300])
-        return Raw(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+        finally:
+            exchange.finish()
+            timer.cancel()
+            _in_flight.exchange = None
+        return Raw(r.status_code, {k.lower(): v for k, v in r.headers.items()}, content,
+                   truncated=truncated)
+
+    def _read_body(self, r: Any) -> Tuple[bytes, bool]:
+        chunks, size = [], 0
+        for chunk in r.iter_content(64 * 1024):
+            if size + len(chunk) > self.max_body:
+                chunks.append(chunk[:self.max_body - size])
+                return b"".join(chunks), True  # the rest is dropped with the connection
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks), False
 
     def close(self) -> None:
         with self._lock:
@@ -119,6 +239,8 @@ class Account:
 def _decode(raw: Raw, binary: bool, body_limit: int = hist.BODY_LIMIT) -> Dict[str, Any]:
     out: Dict[str, Any] = {"headers": {k: v for k, v in raw.headers.items() if k in KEPT_HEADERS},
                            "length": len(raw.content)}
+    if raw.truncated:
+        out["over_limit"] = True  # longer than the transport reads: ``length`` is what was read
     ctype = raw.headers.get("content-type", "")
     if binary and raw.status is not None and 200 <= raw.status < 300:
         out["sha256"] = hist.sha256(raw.content)
@@ -131,6 +253,38 @@ def _decode(raw: Raw, binary: bool, body_limit: int = hist.BODY_LIMIT) -> Dict[s
     elif raw.content:
         out["sha256"] = hist.sha256(raw.content)
     return out
+
+
+MAX_ID_TEXT = 200
+
+
+def _bad_id(value: Any) -> Optional[str]:
+    """Why ``value`` cannot be an id the checker keeps and sends back in a path (None when it
+    can): an integer (not a bool) or a short string of printable characters that stays one
+    path segment. Anything else the server sends (an object, a list, a float, a bool) is a
+    shape error, not something to hash or to format into the next URL."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return f"an id of type {type(value).__name__}: {json.dumps(value, default=str)[:80]}"
+    if isinstance(value, str) and not (0 < len(value) <= MAX_ID_TEXT and value.isprintable()
+                                       and not set(value) & set("/?#%")):
+        return f"an id that is not one printable path segment: {value[:80]!r}"
+    return None
+
+
+def _read_id(value: Any, key: str, where: Sequence[str]) -> Dict[str, Any]:
+    """``{key: value}`` when ``value`` is a usable id; a ``shape_error`` otherwise."""
+    if value is None:
+        return {"shape_error": f"no {key.replace('_', ' ')} at {list(where)}"}
+    problem = _bad_id(value)
+    return {key: value} if problem is None else {"shape_error": f"{key} at {list(where)}: {problem}"}
+
+
+def _bad_cursor(value: Any) -> Optional[str]:
+    """A next-page cursor goes back as a query parameter: a scalar, or None at the end."""
+    if value is None or (isinstance(value, (int, str)) and not isinstance(value, bool)
+                         and len(str(value)) <= MAX_ID_TEXT):
+        return None
+    return f"a cursor of type {type(value).__name__}: {json.dumps(value, default=str)[:80]}"
 
 
 def _json(raw: Raw) -> Any:
@@ -227,10 +381,17 @@ class Client:
         ep = p.create_user
 
         def read(raw, body):
-            value = {"user_id": first(body, p.user_id_field, raw.headers),
+            user_id = first(body, p.user_id_field, raw.headers)
+            value = {"user_id": user_id if _bad_id(user_id) is None else None,
                      "credential": p.credential(body, raw.headers)}
             if value["credential"] is None:
                 value["shape_error"] = f"no credential at {list(p.credential_field)}"
+            elif isinstance(value["credential"], bool) or not isinstance(value["credential"], (int, str)):
+                value["shape_error"] = (f"a credential of type {type(value['credential']).__name__} "
+                                        f"at {list(p.credential_field)}")
+                value["credential"] = None
+            elif user_id is not None and _bad_id(user_id) is not None:
+                value["shape_error"] = f"user_id at {list(p.user_id_field)}: {_bad_id(user_id)}"
             return value
 
         op = self.exchange("create_user", ep.method, ep.path, name=ep.path,
@@ -259,9 +420,7 @@ class Client:
                     p.image_field: f"<base64 of {len(image)} bytes, sha256 {digest}>"}
 
         def read(raw, body):
-            task_id = first(body, p.task_id_field, raw.headers)
-            return {"task_id": task_id} if task_id is not None else {
-                "shape_error": f"no task id at {list(p.task_id_field)}"}
+            return _read_id(first(body, p.task_id_field, raw.headers), "task_id", p.task_id_field)
 
         op = self.exchange("create_task", ep.method, ep.path, actor=actor, name=ep.path,
                            json_body={p.meta_field: meta, p.image_field: encoded},
@@ -286,7 +445,13 @@ class Client:
                 return {"shape_error": "the answer is not a list of tasks "
                                        f"(list_items={p.list_items!r})"}
             ids = [first(t, p.task_id_field) for t in items if isinstance(t, dict)]
-            return {"task_ids": ids[:self.ids_limit], "items": len(items), "next": nxt}
+            bad = [i for i in ids if i is not None and _bad_id(i) is not None]
+            value = {"task_ids": [i for i in ids if i is not None and _bad_id(i) is None][:self.ids_limit],
+                     "items": len(items), "next": nxt if _bad_cursor(nxt) is None else None}
+            if bad or _bad_cursor(nxt) is not None:
+                value["shape_error"] = (f"{len(bad)} task ids unusable ({_bad_id(bad[0])})" if bad
+                                        else f"next cursor: {_bad_cursor(nxt)}")
+            return value
 
         for page in range(max_pages):
             params = {p.list_after_param: cursor} if cursor is not None else None
@@ -304,8 +469,12 @@ class Client:
         ep = p.get_task
 
         def read(raw, body):
-            return {"task_id": first(body, p.task_id_field), "meta": first(body, p.task_meta_field),
-                    "owner_value": first(body, p.task_owner_field)}
+            value = {"task_id": first(body, p.task_id_field), "meta": first(body, p.task_meta_field),
+                     "owner_value": first(body, p.task_owner_field)}
+            if value["task_id"] is not None and _bad_id(value["task_id"]) is not None:
+                value["shape_error"] = f"task_id at {list(p.task_id_field)}: {_bad_id(value['task_id'])}"
+                value["task_id"] = None
+            return value
 
         return self.exchange("get_task", ep.method, ep.url_path(task_id=task_id), actor=actor,
                              auth=auth, name=ep.path, read=read,
@@ -335,9 +504,7 @@ class Client:
         ep = p.claim
 
         def read(raw, body):
-            task_id = first(body, p.claim_id_field, raw.headers)
-            return {"task_id": task_id} if task_id is not None else {
-                "shape_error": f"no task id at {list(p.claim_id_field)}"}
+            return _read_id(first(body, p.claim_id_field, raw.headers), "task_id", p.claim_id_field)
 
         return self.exchange("claim", ep.method, ep.path, actor=actor, auth=auth, name=ep.path,
                              read=read, none_free=p.claim_none_free, args=dict(args or {}))

@@ -234,6 +234,9 @@ def _deep(section: Any) -> Dict[str, str]:
     if not isinstance(section, dict):
         raise MappingError(f"deep: expected a mapping, got {section!r}")
     deep = dict(section)
+    for key in ("file_pattern", "ignore_files", "tasks_sql", "users_sql"):
+        if deep.get(key) is not None and not isinstance(deep[key], str):
+            raise MappingError(f"deep.{key}: a string, got {deep[key]!r}")
     for key in TABLES:
         if key in deep and not (isinstance(deep[key], str) and deep[key].strip()):
             raise MappingError(f"deep.{key}: a table name (an SQL identifier), got {deep[key]!r}")
@@ -251,19 +254,35 @@ def _deep(section: Any) -> Dict[str, str]:
     return deep
 
 
+SECTIONS = ("auth", "users", "tasks", "claim", "total")
+
+
+def _text(section: dict, key: str, where: str, default: str) -> str:
+    value = section.get(key)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise MappingError(f"{where}.{key}: a name, got {value!r}")
+    return value
+
+
 def build(spec: dict) -> Protocol:
-    """A ``Protocol`` from a full (already merged) description; every field is checked."""
-    try:
-        auth, users, tasks = spec["auth"], spec["users"], spec["tasks"]
-        claim, total = spec["claim"], spec["total"]
-    except (KeyError, TypeError) as exc:
-        raise MappingError(f"missing section {exc}") from None
+    """A ``Protocol`` from a full (already merged) description; every field is checked, and a
+    wrong one is a ``MappingError`` that names it."""
+    for name in SECTIONS:
+        if not isinstance(spec.get(name), dict):
+            raise MappingError(f"{name}: expected a mapping (section), got {spec.get(name)!r}")
+    auth, users, tasks = spec["auth"], spec["users"], spec["tasks"]
+    claim, total = spec["claim"], spec["total"]
     if auth.get("style") not in AUTH_STYLES:
         raise MappingError(f"auth.style must be one of {AUTH_STYLES}, got {auth.get('style')!r}")
     if not isinstance(auth.get("name"), str) or not auth["name"]:
         raise MappingError("auth.name: the query parameter or header that carries identity")
+    if not isinstance(auth.get("scheme") or "", str):
+        raise MappingError(f"auth.scheme: a word such as Bearer, got {auth['scheme']!r}")
     none_free = claim.get("none_free", [])
-    if not isinstance(none_free, list) or not all(isinstance(s, int) and 200 <= s <= 499 for s in none_free):
+    if not isinstance(none_free, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 200 <= s <= 499 for s in none_free):
         raise MappingError(f"claim.none_free: a list of 2xx/4xx statuses, got {none_free!r}")
     for key in ("list_items", "list_next"):
         if tasks.get(key) is not None and not isinstance(tasks[key], str):
@@ -276,16 +295,17 @@ def build(spec: dict) -> Protocol:
             except re.error as exc:
                 raise MappingError(f"deep.{key}: {exc}") from None
     return Protocol(
-        name=str(spec.get("name") or "custom"),
+        name=_text(spec, "name", "(top level)", "custom"),
         auth_style=auth["style"], auth_name=auth["name"], auth_scheme=auth.get("scheme") or "",
         credential_field=_paths(auth.get("credential"), "auth.credential"),
         create_user=_endpoint(users, "create", "users"), delete_user=_endpoint(users, "delete", "users"),
-        email_field=str(users.get("email_field") or "email"),
+        email_field=_text(users, "email_field", "users", "email"),
         user_id_field=_paths(users.get("id"), "users.id"),
         list_tasks=_endpoint(tasks, "list", "tasks"), list_items=tasks.get("list_items"),
-        list_next=tasks.get("list_next"), list_after_param=str(tasks.get("list_after_param") or "after"),
+        list_next=tasks.get("list_next"), list_after_param=_text(tasks, "list_after_param", "tasks", "after"),
         create_task=_endpoint(tasks, "create", "tasks"),
-        meta_field=str(tasks.get("meta_field") or "meta"), image_field=str(tasks.get("image_field") or "image"),
+        meta_field=_text(tasks, "meta_field", "tasks", "meta"),
+        image_field=_text(tasks, "image_field", "tasks", "image"),
         task_id_field=_paths(tasks.get("id"), "tasks.id"),
         task_meta_field=_paths(tasks.get("meta"), "tasks.meta"),
         task_owner_field=_paths(tasks.get("owner"), "tasks.owner"),
@@ -299,17 +319,59 @@ def build(spec: dict) -> Protocol:
     )
 
 
+MAX_MAPPING_BYTES = 1 << 20  # a mapping is a few hundred bytes; anything near this is not one
+
+
+def _yaml_loader():
+    """PyYAML's safe loader, without aliases: a mapping never needs them, and nested aliases
+    (a "billion laughs" document of a few hundred bytes) expand to billions of nodes in
+    whatever walks the result (merging, the JSON of the history's meta record)."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases (*{event.anchor}) are not accepted in a mapping file",
+                    event.start_mark)
+            return super().compose_node(parent, index)
+
+    return yaml, NoAliasLoader
+
+
 def load_mapping(path: Path) -> dict:
-    """Read a mapping file (``.json``, or YAML when PyYAML is installed)."""
-    text = Path(path).read_text(encoding="utf-8")
-    if Path(path).suffix.lower() == ".json":
-        data = json.loads(text)
+    """Read a mapping file (``.json``, or YAML when PyYAML is installed); any problem with it
+    (unreadable, too large, not UTF-8, not JSON or YAML, aliases, not an object) is a
+    ``MappingError`` naming the file and the reason."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MAPPING_BYTES + 1)
+    except OSError as exc:
+        raise MappingError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_MAPPING_BYTES:
+        raise MappingError(f"{path}: larger than {MAX_MAPPING_BYTES} bytes: not a mapping file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MappingError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise MappingError(f"{path}: not valid JSON: {exc}") from None
     else:
         try:
-            import yaml
+            yaml, loader = _yaml_loader()
         except ImportError:
             raise MappingError(f"{path}: reading YAML needs PyYAML; give the mapping as .json") from None
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader without aliases
+        except yaml.YAMLError as exc:
+            raise MappingError(f"{path}: not valid YAML: {exc}") from None
+        except RecursionError:
+            raise MappingError(f"{path}: nested too deeply") from None
     if not isinstance(data, dict):
         raise MappingError(f"{path}: the mapping must be an object")
     return data
@@ -326,7 +388,7 @@ def resolve(api: str, claim: Optional[str] = None, none_free: Optional[Sequence[
             raise MappingError(f"--api: neither {', '.join(BUILTIN)} nor a mapping file: {api!r}")
         data = load_mapping(path)
         base = data.pop("extends", "original")
-        if base not in BUILTIN:
+        if not isinstance(base, str) or base not in BUILTIN:
             raise MappingError(f"{path}: extends must be one of {', '.join(BUILTIN)}, got {base!r}")
         data.setdefault("name", path.stem)
         spec = _merge(BUILTIN[base], data)

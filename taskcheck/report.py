@@ -7,6 +7,7 @@ review's finding IDs and one example request/response pair each; coverage; warni
 from __future__ import annotations
 
 import html
+import re
 from collections import defaultdict
 from typing import Dict, List, Optional
 
@@ -52,22 +53,37 @@ def summarise(history: History, result: Optional[dict] = None) -> dict:
     }
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+# Markdown punctuation that makes markup inside a line (every value is put on one line, after
+# a prefix, so nothing can start a block): emphasis, strike-through, links and images, code,
+# table pipes, and the ``:`` of bare URLs that GFM turns into links. ``&``, ``<`` and ``>``
+# become entities (HTML, autolinks, entities).
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()!|~:])")
 
 
-def _code(text: str, limit: int = 240) -> str:
+def _cell(text: object) -> str:
+    """Any text as inert Markdown on one line: what the server sent (and so anything a history
+    holds) may carry HTML, links, images or table pipes; none of it may become markup in the
+    report. HTML's own characters become entities, Markdown's are backslash-escaped."""
+    text = " ".join(str(text).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _code(text: object, limit: int = 240) -> str:
+    """A code span: inert by itself, once it cannot be closed early (no backtick inside) and
+    cannot end a table cell (no bare pipe)."""
     text = " ".join(str(text).split())
     text = text if len(text) <= limit else text[:limit] + "…"
     return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
 
 
 def markdown(s: dict) -> str:
-    out = [f"# taskcheck report: {s['target']}", ""]
-    out.append(f"Adapter `{s['api']}`; started {s['started_at']}; "
-               f"{s['coverage']['ops']} requests recorded.")
+    c = _cell  # every value below may come from the server or from a history file
+    out = [f"# taskcheck report: {c(s['target'])}", ""]
+    out.append(f"Adapter {_code(s['api'])}; started {c(s['started_at'])}; "
+               f"{c(s['coverage']['ops'])} requests recorded.")
     if s.get("stopped_early"):
-        out.append(f"\n**Stopped early:** {s['stopped_early']}.")
+        out.append(f"\n**Stopped early:** {c(s['stopped_early'])}.")
     out += ["", "## Summary", ""]
     if not s["anomalies"]:
         out.append("No anomaly found." + (" (See the warnings: some checks had nothing to check.)"
@@ -77,30 +93,31 @@ def markdown(s: dict) -> str:
         for r in s["anomalies"]:
             ex = r["examples"][0]
             pair = (f"{_code(ex['request'], 120)} → {_code(ex['response'], 160)}" if "request" in ex
-                    else _cell(ex["detail"]))
-            out.append(f"| {_cell(r['title'])} (`{r['kind']}`) | {r['count']} | {pair} | "
-                       f"{', '.join(r['findings'])} |")
+                    else c(ex["detail"]))
+            out.append(f"| {c(r['title'])} ({_code(r['kind'])}) | {c(r['count'])} | {pair} | "
+                       f"{c(', '.join(r['findings']))} |")
     if s["warnings"]:
-        out += ["", "## Warnings", ""] + [f"- {w}" for w in s["warnings"]]
+        out += ["", "## Warnings", ""] + [f"- {c(w)}" for w in s["warnings"]]
     out += ["", "## Coverage", "", "| What the checkers looked at | Count |", "|---|---|"]
-    out += [f"| {k.replace('_', ' ')} | {v} |" for k, v in s["coverage"].items()]
+    out += [f"| {c(k.replace('_', ' '))} | {c(v)} |" for k, v in s["coverage"].items()]
     out += ["", "## Requests by workload", "", "| Workload | ok (2xx) | fail (4xx) | info (5xx, timeout, dropped) |",
             "|---|---|---|---|"]
-    out += [f"| {w} | {v[OK]} | {v[FAIL]} | {v[INFO]} |" for w, v in s["workloads"].items()]
+    out += [f"| {c(w)} | {c(v[OK])} | {c(v[FAIL])} | {c(v[INFO])} |" for w, v in s["workloads"].items()]
     if s["faults"]:
         out += ["", "## Faults", "", "| Fault | From, s | Healed, s | Grace, s |", "|---|---|---|---|"]
-        out += [f"| {f['fault']} | {f['start']:.2f} | {f['stop']:.2f} | {f.get('recover_s', 0):.1f} |"
+        out += [f"| {c(f['fault'])} | {f['start']:.2f} | {f['stop']:.2f} | {f.get('recover_s', 0):.1f} |"
                 for f in s["faults"]]
     for n in s["notes"]:
-        out.append(f"\nNote: {n.get('text')}")
+        out.append(f"\nNote: {c(n.get('text'))}")
     if s["anomalies"]:
         out += ["", "## Details", ""]
         for r in s["anomalies"]:
-            out += [f"### {r['title']} (`{r['kind']}`, {', '.join(r['findings'])})", "", r["meaning"] + ".", ""]
+            out += [f"### {c(r['title'])} ({_code(r['kind'])}, {c(', '.join(r['findings']))})", "",
+                    c(r["meaning"]) + ".", ""]
             for ex in r["examples"]:
-                out.append(f"- {_cell(ex['detail'])}")
+                out.append(f"- {c(ex['detail'])}")
                 if "request" in ex:
-                    out.append(f"  - op {ex['op']} by {ex['actor'] or 'anonymous'}, {ex['latency_s']} s: "
+                    out.append(f"  - op {c(ex['op'])} by {c(ex['actor'] or 'anonymous')}, {c(ex['latency_s'])} s: "
                                f"{_code(ex['request'])} → {_code(ex['response'])}")
             out.append("")
     out += ["", "Replay the checkers: `python -m taskcheck --replay history.jsonl`.", ""]
@@ -136,17 +153,17 @@ def html_page(s: dict) -> str:
             pair = (f"<code>{e(ex['request'])}</code> → <code>{e(ex['response'][:400])}</code>"
                     if "request" in ex else e(ex["detail"]))
             parts.append(f"<tr><td class='bad'>{e(r['title'])} <small>({e(r['kind'])})</small></td>"
-                         f"<td>{r['count']}</td><td>{pair}<br><small>{e(ex['detail'])}</small></td>"
+                         f"<td>{e(r['count'])}</td><td>{pair}<br><small>{e(ex['detail'])}</small></td>"
                          f"<td>{e(', '.join(r['findings']))}</td></tr>")
         parts.append("</table>")
     if s["warnings"]:
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in s["warnings"]) + "</ul>")
     parts.append("<h2>Coverage</h2><table><tr><th>What the checkers looked at</th><th>Count</th></tr>"
-                 + "".join(f"<tr><td>{e(k.replace('_', ' '))}</td><td>{v}</td></tr>"
+                 + "".join(f"<tr><td>{e(k.replace('_', ' '))}</td><td>{e(v)}</td></tr>"
                            for k, v in s["coverage"].items()) + "</table>")
     parts.append("<h2>Requests by workload</h2><table><tr><th>Workload</th><th>ok (2xx)</th>"
                  "<th>fail (4xx)</th><th>info (5xx, timeout, dropped)</th></tr>"
-                 + "".join(f"<tr><td>{e(w)}</td><td>{v[OK]}</td><td>{v[FAIL]}</td><td>{v[INFO]}</td></tr>"
+                 + "".join(f"<tr><td>{e(w)}</td><td>{e(v[OK])}</td><td>{e(v[FAIL])}</td><td>{e(v[INFO])}</td></tr>"
                            for w, v in s["workloads"].items()) + "</table>")
     if s["faults"]:
         parts.append("<h2>Faults</h2><table><tr><th>Fault</th><th>From, s</th><th>Healed, s</th></tr>"
@@ -158,7 +175,7 @@ def html_page(s: dict) -> str:
         for ex in r["examples"]:
             item = e(ex["detail"])
             if "request" in ex:
-                item += (f"<br>op {ex['op']} by {e(ex['actor'] or 'anonymous')}, {ex['latency_s']} s: "
+                item += (f"<br>op {e(ex['op'])} by {e(ex['actor'] or 'anonymous')}, {e(ex['latency_s'])} s: "
                          f"<code>{e(ex['request'])}</code> → <code>{e(ex['response'])}</code>")
             parts.append(f"<li>{item}</li>")
         parts.append("</ul>")

@@ -181,6 +181,12 @@ class Context:
         return results
 
 
+def created_id(op: Op) -> Any:
+    """The id of the task a 2xx creation made, or None (failed, or its id unusable: the op
+    then carries a ``shape_error``)."""
+    return op.value.get("task_id") if op.type == OK else None
+
+
 def _meta(account: Account, note: str) -> str:
     return f"{note} {account.marker}"
 
@@ -199,12 +205,12 @@ def claims(ctx: Context) -> None:
             c.create_task(owner, _meta(owner, f"claim round {r} task {i}"), images.SMALL_PNG, "png")
         ctx.burst([lambda cl: cl.claim(owner)] * (n + 1), "claims", round=r)
     doomed = c.create_task(owner, _meta(owner, "deleted before a claim"), images.SMALL_PNG, "png")
-    if doomed.type == OK:
-        c.delete_task(owner, doomed.value["task_id"], owner.label)
+    if created_id(doomed) is not None:
+        c.delete_task(owner, created_id(doomed), owner.label)
         c.claim(owner)
         twice = c.create_task(owner, _meta(owner, "deleted twice at once"), images.SMALL_PNG, "png")
-        if twice.type == OK:
-            task_id = twice.value["task_id"]
+        task_id = created_id(twice)
+        if task_id is not None:
             ctx.burst([lambda cl: cl.delete_task(owner, task_id, owner.label)] * 2, "claims")
 
 
@@ -230,7 +236,7 @@ def isolation(ctx: Context) -> None:
     victim = ctx.new_account(c, "victim")
     mine = [c.create_task(alice, _meta(alice, f"alice's secret {i}"), images.SMALL_PNG, "png")
             for i in range(3)]
-    ids = [op.value["task_id"] for op in mine if op.type == OK]
+    ids = [created_id(op) for op in mine if created_id(op) is not None]
     c.create_task(bob, _meta(bob, "bob's own"), images.SMALL_PNG, "png")
     c.create_task(victim, _meta(victim, "victim's own"), images.SMALL_PNG, "png")
     if not ids:
@@ -265,9 +271,9 @@ def images_roundtrip(ctx: Context) -> None:
     meta = "Задача №1 — ✓ 🚀 <b>&amp;</b> \"кавычки\" \\ \t" + owner.marker
     for kind, data in images.corpus(ctx.params.large_image_side).items():
         op = c.create_task(owner, f"{meta} {kind}", data, kind)
-        if op.type == OK:
-            c.get_image(owner, op.value["task_id"], owner.label)
-            c.get_task(owner, op.value["task_id"], owner.label)
+        if created_id(op) is not None:
+            c.get_image(owner, created_id(op), owner.label)
+            c.get_task(owner, created_id(op), owner.label)
 
 
 def mixed(ctx: Context) -> None:

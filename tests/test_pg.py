@@ -154,3 +154,64 @@ def test_run_keeps_later_double_dashes_of_the_command(monkeypatch):
         env=dict(os.environ), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['--', 'x']"
+
+
+def test_embedded_servers_start_and_stop_in_two_threads_at_once():
+    """The 2020-stack run starts its own server beside the test session's, in another thread
+    of the same process; pgserver's class-wide inter-process lock is not thread-safe, and the
+    second thread's start or cleanup failed with "Unable to release an unaquired lock"."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=30)
+    outcomes = []
+
+    def start_and_stop():
+        try:
+            barrier.wait()
+            with pg.embedded_server() as url:
+                psycopg2.connect(url, connect_timeout=10).close()
+                barrier.wait()  # both are up before either stops
+            outcomes.append("ok")
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=start_and_stop) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert outcomes == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("how", ["serve, terminal closed (SIGHUP)", "run, SIGTERM", "run, SIGHUP"])
+def test_serve_and_run_stop_the_server_however_they_are_ended(how):
+    """Closing the terminal sends SIGHUP, whose default action ended ``serve`` at once and left
+    PostgreSQL running on its directory; ``run`` left it likewise on SIGTERM. Each is now
+    passed on (to the command, for ``run``) and ends with the server stopped, its directory
+    gone."""
+    sig = signal.SIGHUP if "SIGHUP" in how else signal.SIGTERM
+    if how.startswith("serve"):
+        cmd = [sys.executable, "-m", "workbench.pg", "serve"]
+    else:
+        cmd = [sys.executable, "-m", "workbench.pg", "run", "--", sys.executable, "-c",
+               "import os, time; print(os.environ['DATABASE_URL'], flush=True); time.sleep(60)"]
+    proc = subprocess.Popen(cmd, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    socket_dir = None
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("postgresql://"), url
+        socket_dir = _socket_dir(url)
+        assert _postgres_processes_for(socket_dir)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        assert _postgres_processes_for(socket_dir) == []
+        assert not os.path.exists(socket_dir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if socket_dir is not None:  # never leave a server behind, even when the test failed
+            for process in _postgres_processes_for(socket_dir):
+                with contextlib.suppress(psutil.Error):
+                    process.kill()

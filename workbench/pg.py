@@ -24,26 +24,41 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 ENV_VAR = "DATABASE_URL"
+# pgserver's start and cleanup are not safe in two threads of one process at once (its
+# inter-process lock object is shared: the second thread's release fails with "Unable to release
+# an unaquired lock"), which happens when the 2020-stack run's server starts beside the test
+# session's: one at a time.
+_PGSERVER_CALLS = threading.Lock()
 
 
 @contextlib.contextmanager
-def embedded_server() -> Iterator[str]:
-    """Start a private PostgreSQL in a fresh temporary directory; yield its URL; stop it."""
+def embedded_pgserver(prefix: str = "workbench-pg-"):
+    """Start a private PostgreSQL in a fresh temporary directory; yield pgserver's server
+    object (for tests that stop and start it); stop it and remove the directory."""
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime directory at import; without XDG_RUNTIME_DIR
         # (containers, root shells, CI) platformdirs warns and uses its fallback, which is fine.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         import pgserver  # imported lazily: only the embedded path needs it
 
-    datadir = tempfile.mkdtemp(prefix="workbench-pg-")
+    datadir = tempfile.mkdtemp(prefix=prefix)
     server = None
     try:
-        server = pgserver.get_server(datadir, cleanup_mode="stop")
-        yield server.get_uri()
+        with _PGSERVER_CALLS:
+            server = pgserver.get_server(datadir, cleanup_mode="stop")
+        yield server
     finally:
         if server is not None:
-            server.cleanup()
+            with _PGSERVER_CALLS:
+                server.cleanup()
         shutil.rmtree(datadir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def embedded_server() -> Iterator[str]:
+    """Start a private PostgreSQL in a fresh temporary directory; yield its URL; stop it."""
+    with embedded_pgserver() as server:
+        yield server.get_uri()
 
 
 @contextlib.contextmanager
@@ -208,9 +223,15 @@ class EmptyDatabases:
         self._free.clear()
 
 
+# Signals that end ``serve`` and ``run`` with the server stopped and its directory removed: Ctrl-C,
+# a kill, and the terminal closing (SIGHUP), whose default action ends Python at once and left
+# PostgreSQL running on its directory.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _serve(_: argparse.Namespace) -> int:
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())
     with database_url() as url:
         print(url, flush=True)
@@ -228,11 +249,26 @@ def _run(ns: argparse.Namespace) -> int:
     with database_url() as url:
         env = dict(os.environ, **{ENV_VAR: url})
         try:
-            return subprocess.call(cmd, env=env)
+            child = subprocess.Popen(cmd, env=env)
         except FileNotFoundError:
             print(f"error: command not found: {cmd[0]}", file=sys.stderr)
             return 127
+
+        def forward(signum, _frame):
+            # The command decides how to end; the server is stopped once it has.
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+        for sig in STOP_SIGNALS[1:]:  # SIGINT reaches the whole foreground group by itself
+            signal.signal(sig, forward)
+        try:
+            return child.wait()
         except KeyboardInterrupt:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
             return 130
 
 

@@ -1,7 +1,8 @@
-"""Faults of the platform against the fixed service: the database goes away, the disk fills up,
-a user disappears mid-request, a worker is killed with SIGKILL during uploads, a lock or a
-transaction is held too long. Each ends in a documented answer (503 with Retry-After, 507,
-401) and in a consistent state: every row has its file, every file its row.
+"""Faults of the platform against the fixed service: the database goes away or freezes, COMMIT
+fails, the disk fills up or turns read-only, a user disappears mid-request, a worker is killed
+with SIGKILL during uploads, a lock or a transaction is held too long. Each ends in a documented
+answer (503 with Retry-After, 507, 401) within a bounded time, and in a consistent state: every
+row has its file, every file its row.
 """
 from __future__ import annotations
 
@@ -9,16 +10,15 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 
 import peewee
 import pytest
 
+from workbench import pg
 from workbench import service_runner as runner
 
 from .conftest import fixed_contract, fixed_service_module
@@ -58,17 +58,8 @@ def _consistent(svc_db, storage_dir) -> tuple[set, set]:
 @contextlib.contextmanager
 def _private_postgres():
     """A PostgreSQL of this test's own, which the test may stop and start again."""
-    import pgserver
-
-    datadir = tempfile.mkdtemp(prefix="workbench-pg-fault-")
-    server = None
-    try:
-        server = pgserver.get_server(datadir, cleanup_mode="stop")
+    with pg.embedded_pgserver(prefix="workbench-pg-fault-") as server:
         yield server
-    finally:
-        if server is not None:
-            server.cleanup()
-        shutil.rmtree(datadir, ignore_errors=True)
 
 
 def _stop_postgres(server) -> None:
@@ -76,6 +67,29 @@ def _stop_postgres(server) -> None:
 
     pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user,
            timeout=30)
+
+
+@contextlib.contextmanager
+def _frozen(server):
+    """Every process of a private PostgreSQL stopped (SIGSTOP: the postmaster first, so that
+    it forks no backend meanwhile), and always continued (SIGCONT) on the way out."""
+    import psutil
+
+    pid = int((server.pgdata / "postmaster.pid").read_text().split()[0])
+    stopped = []
+    try:
+        postmaster = psutil.Process(pid)
+        postmaster.suspend()
+        stopped.append(postmaster)
+        for child in postmaster.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.suspend()
+                stopped.append(child)
+        yield stopped
+    finally:
+        for process in reversed(stopped):
+            with contextlib.suppress(psutil.Error):
+                process.resume()
 
 
 @pytest.mark.finding("C2-04", side="fixed")
@@ -107,6 +121,97 @@ def test_database_down_is_503_with_retry_after_and_recovers(workdir, inspector):
         finally:
             server.stop()
             module.db.close_all()
+
+
+@pytest.mark.finding("C2-05", side="fixed")
+def test_a_frozen_database_is_503_within_a_bound_and_the_service_recovers(workdir):
+    """PostgreSQL's processes stopped (``kill -STOP``): its own limits cannot fire, and psycopg2
+    has no timeout of its own. A statement on a pooled connection is cut by the service's
+    watchdog, a new connection by ``connect_timeout``: 503 with Retry-After, within both
+    bounds; nothing half-written; once the server continues, the same process serves again."""
+    with _private_postgres() as pg_server:
+        storage = workdir / "storage" / "task_images"
+        module = fixed_service_module(pg_server.get_uri(), storage, connect_timeout_s=2,
+                                      statement_timeout_ms=1000, db_response_timeout_ms=2000)
+        server = runner.InProcessServer(module, model="pool", threads=3, warm=False).start()
+        try:
+            api = Api(server.base_url, PROTOCOLS["fixed"], contract=fixed_contract(module.config),
+                      timeout=30)
+            user = api.create_user("a@example.com")
+            assert api.post_task(user).status_code == 201
+            bound = 2 + 2 + 6  # connect_timeout, then the watchdog; the rest is margin for load
+            with _frozen(pg_server) as stopped:
+                assert stopped
+                started = time.monotonic()
+                down = in_threads(lambda: api.get("/tasks", user),
+                                  lambda: api.post_task(user, meta="while frozen"),
+                                  lambda: api.get("/total_tasks_created", user), timeout=60)
+                waited = time.monotonic() - started
+            assert [getattr(r, "status_code", r) for r in down] == [503] * 3, down
+            assert all(r.headers["Retry-After"] == str(module.config.retry_after_s) for r in down)
+            assert waited < bound, waited
+            # Continued: the same process serves again, and nothing of the frozen request stays.
+            wait_until(lambda: api.get("/tasks", user).status_code == 200, timeout=30,
+                       what="the service serves again")
+            metas = [t["meta"] for t in api.get("/tasks", user).json()["items"]]
+            assert metas == ["meta"]
+            wait_until(lambda: sorted(p.name for p in storage.iterdir()) == ["1.jpg"], timeout=20,
+                       what="nothing of the frozen upload is left")
+            assert api.post_task(user, meta="after").status_code == 201
+        finally:
+            server.stop()
+            module.db.close_all()
+
+
+# --------------------------------------------------------------------------- COMMIT fails
+
+
+@pytest.mark.finding("C2-16", side="fixed")
+@pytest.mark.parametrize("outcome", ["not committed", "committed, answer lost",
+                                     "not committed, database away at first"])
+def test_a_file_whose_commit_failed_converges_to_its_row(make_service, monkeypatch, outcome):
+    """COMMIT raises: the request cannot know whether its row exists, so it keeps the file and
+    answers 503. The file is then decided by the row in a connection of its own, retried while
+    the database cannot say: removed if the row does not exist, kept if it does. Before, the
+    file stayed until the next restart of the worker."""
+    import flask
+
+    svc = make_service(config={"reconcile_retry_s": 1})
+    user = svc.api.create_user("a@example.com")
+    db = svc.module.db
+    real_commit = db.commit
+
+    def failing_commit():
+        if flask.has_request_context() and flask.request.path == "/tasks":
+            if outcome.startswith("committed"):
+                real_commit()
+            else:
+                db.rollback()
+            raise peewee.OperationalError("server closed the connection unexpectedly")
+        return real_commit()
+
+    monkeypatch.setattr(db, "commit", failing_commit)
+    pending = svc.module.app.extensions["pending_files"]
+    if outcome.endswith("at first"):
+        real_check, calls = pending.check, []
+
+        def check_later(task_id, ext):
+            calls.append(task_id)
+            if len(calls) <= 2:
+                raise peewee.OperationalError("could not connect to server")
+            return real_check(task_id, ext)
+
+        monkeypatch.setattr(pending, "check", check_later)
+    r = svc.api.post_task(user)
+    assert r.status_code == 503 and "Retry-After" in r.headers
+    wait_until(lambda: not pending.waiting(), timeout=15, what="the file is decided")
+    assert _consistent(svc.db, svc.storage_dir) == (set(), set())
+    if outcome.startswith("committed"):
+        assert [t[0] for t in svc.db.tasks()] == [1] and svc.stored_files() == ["1.jpg"]
+    else:
+        assert svc.db.tasks() == [] and svc.stored_files() == []
+    if outcome.endswith("at first"):
+        assert len(calls) == 3  # two failed attempts, then the decision
 
 
 # --------------------------------------------------------------------------- the disk full
@@ -146,6 +251,37 @@ def test_storage_full_is_507_and_stores_nothing(make_service):
         ok = svc.api.post_task(user, image=image)
         assert ok.status_code == 201
         assert svc.image_path(ok.json()["id"], "png").read_bytes() == image
+    assert svc.errors == []
+
+
+@pytest.mark.finding("C2-16", side="fixed")
+def test_read_only_storage_is_503_and_stores_nothing(make_service):
+    """The image file system remounted read-only (what the kernel does after an I/O error):
+    uploads answer 503 with Retry-After in the error format, with nothing stored and the
+    counter unchanged; reads go on; a deletion still deletes (its file is left for the
+    reconciler). Writable again: the same upload succeeds, the reconciler removes the file."""
+    svc = make_service()
+    user = svc.api.create_user("a@example.com")
+    with _small_filesystem(svc.storage_dir, size_kib=1024):
+        first, second = svc.api.create_task(user), svc.api.create_task(user)
+        subprocess.run(["mount", "-o", "remount,ro", str(svc.storage_dir)], check=True,
+                       capture_output=True, timeout=30)
+        try:
+            refused = [svc.api.post_task(user), svc.api.post_task_multipart(user)]
+            assert [r.status_code for r in refused] == [503, 503], [r.text for r in refused]
+            assert all(r.json()["error"]["code"] == "service_unavailable"
+                       and r.headers["Retry-After"] for r in refused)
+            assert len(svc.db.tasks()) == 2 and svc.db.tasks_number(user["id"]) == 2
+            assert svc.api.get(f"/tasks/{first['id']}/image", user).status_code == 200
+            assert svc.api.delete(f"/tasks/{second['id']}", user).status_code == 204
+            assert [t[0] for t in svc.db.tasks()] == [first["id"]]
+            assert svc.stored_files() == ["1.jpg", "2.jpg"]  # the file waits for the reconciler
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(svc.storage_dir)],
+                           capture_output=True, timeout=30)
+        assert _run_reconcile(svc)["orphans_removed"] == 1
+        assert svc.stored_files() == ["1.jpg"]
+        assert svc.api.post_task(user).status_code == 201
     assert svc.errors == []
 
 

@@ -445,3 +445,188 @@ def test_server_limits_answer_json_and_documented_meta_fits(make_process):
     status, _, _ = _raw_http(proc.port, b"GET /tasks?limit=1&x=" + b"1" * 8000
                              + b" HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n")
     assert status == 200
+
+
+# --------------------------------------------------------------------------- costly images
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of each segment of a well-formed JPEG, scan data included."""
+    pos, out = 2, []
+    while True:
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return out + [(marker, pos, pos + 2)]
+        end = pos + 2 + struct.unpack_from(">H", data, pos + 2)[0]
+        if marker == 0xDA:
+            while not (data[end] == 0xFF and data[end + 1] not in (0x00, *range(0xD0, 0xD8))):
+                end += 1
+        out.append((marker, pos, end))
+        pos = end
+
+
+def progressive_with_scans(scans: int, edge: int = 5000) -> bytes:
+    """A grey progressive JPEG of edge x edge whose first AC scan is repeated until the file
+    has ``scans`` scans: a few kilobytes per scan, each a pass over every block."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize((edge, edge)).save(out, "JPEG", progressive=True)
+    data = out.getvalue()
+    segments = _jpeg_segments(data)
+    sos = [(start, end) for marker, start, end in segments if marker == 0xDA]
+    ac = next(data[s:e] for s, e in sos if data[s + 5 + 2 * data[s + 4]] > 0)  # Ss > 0
+    eoi = segments[-1][1]
+    return data[:eoi] + ac * (scans - len(sos)) + data[eoi:]
+
+
+def _plain_photo(edge: int = 5000, progressive: bool = False) -> bytes:
+    """An ordinary RGB JPEG of the largest size the pixel limit allows."""
+    from PIL import Image
+
+    grey = Image.linear_gradient("L").resize((edge, edge))
+    out = io.BytesIO()
+    Image.merge("RGB", (grey, grey.transpose(Image.Transpose.ROTATE_90), grey)).save(
+        out, "JPEG", quality=90, progressive=progressive)
+    return out.getvalue()
+
+
+def _costly_containers() -> dict:
+    """Over the caps: each took seconds (or minutes) of decoding before it was refused."""
+    from PIL import Image
+
+    tiny_jpeg, tiny_png, tiny_gif = (io.BytesIO(), io.BytesIO(), io.BytesIO())
+    Image.new("RGB", (8, 8)).save(tiny_jpeg, "JPEG")
+    Image.new("RGB", (8, 8)).save(tiny_png, "PNG")
+    Image.new("P", (8, 8)).save(tiny_gif, "GIF")
+    jpeg, png, gif = tiny_jpeg.getvalue(), tiny_png.getvalue(), tiny_gif.getvalue()
+    empty_chunk = _png_chunk(b"zzZz", b"")
+    # A comment extension of 2-byte sub-blocks before the image (Pillow reads them in Python),
+    # after the header and its global colour table.
+    comment = b"\x21\xfe" + b"\x01x" * 1_500_000 + b"\x00"
+    gif_blocks = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
+    return {
+        "progressive JPEG, 2000 scans": progressive_with_scans(2000),
+        "JPEG, 1.8 million COM segments": jpeg[:2] + b"\xff\xfe\x00\x02" * 1_800_000 + jpeg[2:],
+        "PNG, 600 000 empty chunks": png[:33] + empty_chunk * 600_000 + png[33:],
+        "GIF, 1.5 million sub-blocks": gif[:gif_blocks] + comment + gif[gif_blocks:],
+    }
+
+
+def _best_of(runs: int, call) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+@pytest.mark.finding("C2-18", side="fixed")
+def test_images_that_cost_minutes_are_refused_and_accepted_ones_cost_a_bounded_multiple(svc):
+    """The decoding work of an accepted upload is bounded by the container caps: the costliest
+    image under them (the scan cap reached, at the pixel limit) takes at most a few times what
+    an ordinary progressive photo of that size takes; those over the caps are refused before any
+    decoder runs, in less time than the ordinary photo's decoding."""
+    from reference.case2.fixed.config import Config
+    from reference.case2.fixed.errors import InvalidField
+    from reference.case2.fixed.images import MAX_JPEG_SCANS, inspect_image
+
+    limit = Config().max_image_pixels
+
+    def refused(data: bytes) -> str:
+        with pytest.raises(InvalidField) as exc:
+            inspect_image(data, limit)
+        return exc.value.description
+
+    ordinary = _plain_photo(progressive=True)
+    at_cap = progressive_with_scans(MAX_JPEG_SCANS)
+    over = _costly_containers()
+    ordinary_s = _best_of(3, lambda: inspect_image(ordinary, limit))
+    worst_s = _best_of(3, lambda: inspect_image(at_cap, limit))
+    assert worst_s < 4 * ordinary_s, (worst_s, ordinary_s)
+    for name, data in over.items():
+        assert "too complex" in refused(data), name
+        assert _best_of(1, lambda: refused(data)) < ordinary_s, name
+    # Ordinary images, progressive included, are accepted; over the wire the costly ones are
+    # a 400 on the image, whichever encoding carries them.
+    user = svc.api.create_user("a@example.com")
+    for data in (_plain_photo(), ordinary, at_cap):
+        assert svc.api.post_task_multipart(user, image=data).status_code == 201
+    for name, data in over.items():
+        r = svc.api.post_task_multipart(user, image=data)
+        assert r.status_code == 400 and r.json()["error"]["field"] == "image", (name, r.text)
+    _assert_consistent(svc)
+
+
+# --------------------------------------------------------------------------- ids, ranges, parts
+
+
+@pytest.mark.finding("C2-13", side="fixed")
+def test_ids_are_accepted_only_in_canonical_ascii_form(svc):
+    """Werkzeug's ``int`` converter matches any Unicode digit: ``/tasks/１`` (fullwidth) was
+    task 1, ``/tasks/01`` too. One resource, one URL: anything but ASCII digits without a
+    leading zero is no route."""
+    user = svc.api.create_user("a@example.com")
+    task_id = svc.api.create_task(user)["id"]
+    assert task_id == 1 and svc.api.get(f"/tasks/{task_id}", user).status_code == 200
+    # Fullwidth, Arabic-Indic, Devanagari and mathematical digits; leading zeros and signs.
+    spellings = ["\uff11", "\u0661", "\u0967", "\U0001d7cf", "01", "001", "+1", " 1", "1.0",
+                 "0x1", "1e0"]
+    for path in ("/tasks/{}", "/tasks/{}/image", "/users/{}"):
+        for spelling in spellings:
+            r = svc.api.get(path.format(spelling), user)
+            assert r.status_code == 404, (path, spelling, r.status_code)
+    assert svc.api.delete("/tasks/\uff11", user).status_code == 404
+    assert svc.api.get(f"/tasks/{task_id}", user).status_code == 200  # still there
+    assert svc.api.get("/users/" + str(user["id"]), user).status_code == 200
+
+
+@pytest.mark.finding("C2-51", side="fixed")
+def test_a_range_the_service_cannot_serve_is_ignored_not_refused(image_service):
+    """RFC 9110, section 14.2: a Range of an unknown unit must be ignored, a malformed one may
+    be; several ranges (which would need multipart/byteranges) may be too. Werkzeug answered
+    all of them 416. A single byte range is still served (206), or refused when it lies
+    outside the image (416)."""
+    svc = image_service
+    user = svc.api.create_user("a@example.com")
+    task_id = svc.api.create_task(user, image=PNG_1PX)["id"]
+    path = f"/tasks/{task_id}/image"
+    whole = {"bytes=a-b", "bytes=0-1,3-4", "bytes=0-1, 5-", "items=0-5", "bytes=", "bytes=5-3",
+             "bytes=--1", "garbage"}
+    for value in whole:
+        r = svc.api.get(path, user, headers={"Range": value})
+        assert (r.status_code, r.content) == (200, PNG_1PX), value
+    part = svc.api.get(path, user, headers={"Range": "bytes=0-3"})
+    assert (part.status_code, part.content) == (206, PNG_1PX[:4])
+    assert svc.api.get(path, user, headers={"Range": "bytes=100000-"}).status_code == 416
+
+
+@pytest.mark.finding("C2-13", side="fixed")
+def test_a_multipart_body_of_too_many_parts_is_a_400_not_a_413(svc):
+    user = svc.api.create_user("a@example.com")
+    boundary = "b0undary"
+    extra = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"x{i}\"\r\n\r\n"
+                     f"{i}\r\n".encode() for i in range(8))
+    body = extra + _multipart(b"m", PNG_1PX, boundary)
+    r = svc.api.request("POST", "/tasks", user, data=body,
+                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "body", r.text
+    assert "parts" in r.json()["error"]["message"]
+    assert svc.db.tasks() == []
+
+
+@pytest.mark.finding("C2-14", side="fixed")
+def test_the_email_limit_applies_after_lower_casing(svc):
+    """``"İ".lower()`` is two characters: 254 characters as sent became 503 once normalised,
+    and PostgreSQL's varchar(254) refused them with a 500."""
+    _, _, max_email = _limits()
+    grows = "a@b." + "\u0130" * (max_email - 5)  # 254 characters, 503 in lower case
+    assert len(grows) == max_email - 1 and len(grows.lower()) > max_email
+    r = svc.api.request("POST", "/users", json={"email": grows})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "email", r.text
+    fits = "a@b." + "\u0130" * ((max_email - 4) // 2)  # within the limit in lower case
+    assert len(fits.lower()) <= max_email
+    created = svc.api.request("POST", "/users", json={"email": fits})
+    assert created.status_code == 201 and created.json()["email"] == fits.lower()
+    assert svc.errors == []

@@ -29,13 +29,31 @@ class Config:
     statement_timeout_ms: int = 10_000
     idle_in_transaction_timeout_ms: int = 15_000
     connect_timeout_s: int = 5
+    # The longest this process waits for PostgreSQL to answer one statement or COMMIT
+    # (database.StatementWatchdog): past it the connection is cut and the request answers 503.
+    # Above statement_timeout, so a live server always cancels first; it fires only when the
+    # server cannot answer at all (frozen, partitioned away).
+    db_response_timeout_ms: int = 12_000
     # How long a client should wait before retrying when the database is unavailable.
     retry_after_s: int = 2
+    # Reading requests (the gunicorn worker, server.py). A request head (line and headers)
+    # must be complete this long after the connection opened or, on a kept-alive connection,
+    # after its first byte; else 408. A body gets this long too, plus one second for every
+    # request_min_rate_bps bytes received, request_read_max_s at most; else 408. No single
+    # wait for the client, reading or writing, lasts longer than request_body_timeout_s.
+    request_head_timeout_s: int = 10
+    request_body_timeout_s: int = 10
+    request_min_rate_bps: int = 16 * 1024
+    request_read_max_s: int = 120
     # Claims: default and longest lease a claim may ask for.
     lease_seconds: int = 300
     max_lease_seconds: int = 86_400
     # A staged upload older than this is debris of a crash, whoever wrote it.
     staged_max_age_s: int = 900
+    # A file whose COMMIT failed (its row may or may not exist) is checked again after this
+    # long, doubling up to reconcile_retry_max_s, until the database says (reconcile.Pending).
+    reconcile_retry_s: int = 1
+    reconcile_retry_max_s: int = 60
 
     def __post_init__(self):
         object.__setattr__(self, "storage_dir", str(Path(self.storage_dir).absolute()))

@@ -22,18 +22,28 @@ NO_NUL = "^[^\\u0000]*$"
 EMAIL_PATTERN = "^[^@\\s\\u0000]{1,64}@[^@\\s.\\u0000]+(\\.[^@\\s.\\u0000]+)+$"
 
 ERROR_REASONS = {
-    400: "The input is invalid; `field` names it.",
+    400: "The input is invalid (`field` names it), or the request itself is malformed (answered "
+         "by the server: request line, headers, chunked framing).",
     401: "No or an unknown bearer token (also after the user was deleted).",
     403: "A user may act on itself only.",
-    404: "No such resource of the caller (another user's task is 404 too).",
+    404: "No such resource of the caller (another user's task is 404 too); also an id not "
+         "written in its canonical form (ASCII digits, no leading zero).",
+    408: "The request did not arrive in time: its head within the server's head timeout, or "
+         "its body at the minimum rate (see `info.description`).",
     409: "The request conflicts with the current state.",
     413: "The body is larger than the limit (with Content-Length or chunked).",
+    414: "The request line is longer than 8190 bytes.",
     415: "The body is not of a media type the operation accepts.",
     416: "The requested byte range lies outside the image.",
-    503: "The database is unavailable or a session limit cancelled the work; retry after "
-         "`Retry-After` seconds.",
+    417: "An `Expect` header other than `100-continue`.",
+    431: "More than 100 header fields, or one longer than 8190 bytes.",
+    501: "A transfer coding other than `chunked`.",
+    503: "The database or the image storage is unavailable, or a session limit cancelled the "
+         "work; retry after `Retry-After` seconds.",
     507: "No room to store the image; nothing was stored.",
 }
+# Answered by the server itself, before any operation runs: any request may get them.
+SERVER_ERRORS = (400, 408, 414, 417, 431, 501)
 
 
 def _ref(kind: str, name: str) -> dict:
@@ -61,13 +71,16 @@ def _error_response(status: int) -> dict:
     return response
 
 
-def _responses(ok: dict, *errors: int, public: bool = False) -> dict:
-    statuses = set(errors) | {503} | (set() if public else {401})
+def _responses(ok: dict, *errors: int, public: bool = False, database: bool = True) -> dict:
+    statuses = (set(errors) | set(SERVER_ERRORS) | ({503} if database else set())
+                | (set() if public else {401}))
     return {**ok, **{str(s): _ref("responses", str(s)) for s in sorted(statuses)}}
 
 
 def _id_param(name: str, what: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "description": f"Id of the {what}.",
+    return {"name": name, "in": "path", "required": True,
+            "description": f"Id of the {what}, in canonical form: ASCII digits without a leading "
+                           "zero (`/tasks/7`, not `/tasks/07` nor `/tasks/７`: those are 404).",
             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}
 
 
@@ -267,8 +280,9 @@ def _paths(config: Config) -> dict:
         "/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["docs"], "summary": "This document.",
             "security": [],
-            "responses": {"200": {"description": "OpenAPI 3.1.",
-                                  "content": _json({"type": "object"})}}}},
+            "responses": _responses({"200": {"description": "OpenAPI 3.1.",
+                                             "content": _json({"type": "object"})}},
+                                    public=True, database=False)}},
     }
 
 
@@ -300,7 +314,15 @@ def document(config: Config) -> dict:
                 "lease, then completes or releases it; a lease that runs out frees the task. "
                 "Every error is `Error`. Server limits: request line at most 8190 bytes, at "
                 "most 100 header fields of at most 8190 bytes each; larger requests get "
-                "400/414/431 in the same error format.")},
+                "400/414/431 in the same error format. The request head must arrive within "
+                f"{config.request_head_timeout_s} s; a body gets {config.request_body_timeout_s} s "
+                f"plus 1 s per {config.request_min_rate_bps} bytes, {config.request_read_max_s} s "
+                "at most; a slower request gets 408. A transfer coding other than `chunked` "
+                "gets 501, an `Expect` other than `100-continue` 417. A request whose body "
+                "the service did not read to its end is answered with `Connection: close`. "
+                "`Range` on an image: one byte range is answered 206 (416 when it lies outside "
+                "the image); a Range of another unit, malformed, or of several ranges is "
+                "ignored (200 with the whole image), as RFC 9110 section 14.2 allows.")},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "tags": [{"name": n} for n in ("users", "tasks", "claims", "stats", "docs")],

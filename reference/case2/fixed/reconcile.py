@@ -18,17 +18,31 @@ that a disk restored from an old backup shows up, and leaves them alone.
 
 Runs at start-up (the gunicorn master's ``when_ready`` hook, and after a worker died:
 ``gunicorn_conf.py``) and on demand: ``flask --app reference.case2.fixed.app reconcile``.
+
+One more kind of file waits for a decision: when COMMIT itself fails (the connection dropped,
+the server froze), whether the row exists is unknown, so the request keeps the file and hands
+it to ``PendingFiles``. That checks it in a connection of its own at once, and again after
+``reconcile_retry_s``, doubling up to ``reconcile_retry_max_s``, until the database can tell:
+the file converges while the worker lives, not only at its next restart (a worker that dies
+first leaves it to the master's reconcile after its exit).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from peewee import Database, PostgresqlDatabase
+from peewee import Database
 
+from .database import dedicated
 from .storage import ImageStorage
+
+log = logging.getLogger(__name__)
 
 # First key of the two-key advisory locks that guard a placed file: "C2" in ASCII.
 LOCK_SPACE = 0x4332
@@ -83,21 +97,33 @@ def _rows(database: Database, ids: list[int]) -> dict[int, str | None]:
     return rows
 
 
-def _remove_if_orphan(database: Database, storage: ImageStorage, task_id: int, ext: str,
-                      report: Report) -> None:
+KEPT, REMOVED, IN_FLIGHT = "kept", "removed", "in_flight"
+
+
+def settle_file(database: Database, storage: ImageStorage, task_id: int, ext: str) -> str:
+    """Decide one placed file under its advisory lock: ``kept`` (its row exists), ``removed``
+    (no row, and no transaction can still create it) or ``in_flight`` (a transaction holds the
+    lock: ask again later). Raises when the database cannot be asked."""
     with database.atomic():
         locked = database.execute_sql("SELECT pg_try_advisory_xact_lock(%s, %s)",
                                       (LOCK_SPACE, task_id)).fetchone()[0]
         if not locked:
-            report.in_flight += 1
-            return
+            return IN_FLIGHT
         row = database.execute_sql("SELECT image_ext FROM task WHERE id = %s",
                                    (task_id,)).fetchone()
         if row is not None and row[0] == ext:
-            report.files_kept += 1
-            return
+            return KEPT
         storage.remove([(task_id, ext)])
-        report.orphans_removed += 1
+        return REMOVED
+
+
+_COUNTERS = {KEPT: "files_kept", REMOVED: "orphans_removed", IN_FLIGHT: "in_flight"}
+
+
+def _remove_if_orphan(database: Database, storage: ImageStorage, task_id: int, ext: str,
+                      report: Report) -> None:
+    outcome = settle_file(database, storage, task_id, ext)
+    setattr(report, _COUNTERS[outcome], getattr(report, _COUNTERS[outcome]) + 1)
 
 
 def reconcile(database: Database, storage: ImageStorage, staged_max_age_s: float) -> Report:
@@ -130,11 +156,84 @@ def reconcile_app(app, dedicated_connection: bool = False) -> Report:
     storage.ensure_root()
     database = app.extensions["task_db"]
     if dedicated_connection:
-        database = PostgresqlDatabase(database.database, autoconnect=False,
-                                      **database.connect_params)
+        database = dedicated(database)
     try:
         return reconcile(database, storage, config.staged_max_age_s)
     finally:
         if dedicated_connection:
             database.close()
 
+
+class PendingFiles:
+    """Placed files whose creating COMMIT failed, checked with ``check(task_id, ext)`` (which
+    returns ``settle_file``'s outcome or raises) on a daemon thread of this process until it
+    says ``kept`` or ``removed``: at once, then after ``first_s`` seconds, doubling up to
+    ``max_s``. The thread starts at the first file, in each process (gunicorn forks workers
+    from the master that built the app)."""
+
+    def __init__(self, check: Callable[[int, str], str], first_s: float, max_s: float):
+        self.check = check
+        self.first_s, self.max_s = first_s, max_s
+        self._reset()
+        ref = weakref.ref(self)  # tests build many apps: the hook must not keep them alive
+        os.register_at_fork(after_in_child=lambda: ref() is not None and ref()._reset())
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[tuple[int, str], tuple[float, float]] = {}  # file -> (when, next delay)
+        self._thread: threading.Thread | None = None
+
+    def add(self, task_id: int, ext: str) -> None:
+        with self._cond:
+            self._due[(task_id, ext)] = (time.monotonic(), self.first_s)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pending-files",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def waiting(self) -> list[tuple[int, str]]:
+        with self._cond:
+            return sorted(self._due)
+
+    def _next_due(self) -> list[tuple[int, str]]:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                due = [f for f, (when, _) in self._due.items() if when <= now]
+                if due:
+                    return due
+                nearest = min((when for when, _ in self._due.values()), default=None)
+                self._cond.wait(None if nearest is None else nearest - now)
+
+    def _run(self) -> None:
+        while True:
+            for file in self._next_due():  # the checks run without the lock: they do I/O
+                try:
+                    outcome = self.check(*file)
+                except Exception as exc:  # noqa: BLE001 - the database may still be away
+                    outcome = f"unknown ({type(exc).__name__}: {exc})"
+                log.info("file %s.%s of a failed COMMIT: %s", *file, outcome)
+                with self._cond:
+                    if outcome in (KEPT, REMOVED):
+                        self._due.pop(file, None)
+                    elif file in self._due:
+                        delay = self._due[file][1]
+                        self._due[file] = (time.monotonic() + delay, min(2 * delay, self.max_s))
+
+
+def pending_files_of(app) -> PendingFiles:
+    """The ``PendingFiles`` of a service built by ``create_app``: each file is checked in a
+    connection of its own (the request's may be the one that failed)."""
+    config = app.extensions["task_config"]
+    storage: ImageStorage = app.extensions["image_storage"]
+
+    def check(task_id: int, ext: str) -> str:
+        database = dedicated(app.extensions["task_db"])
+        try:
+            with database.connection_context():
+                return settle_file(database, storage, task_id, ext)
+        finally:
+            database.close()
+
+    return PendingFiles(check, config.reconcile_retry_s, config.reconcile_retry_max_s)

@@ -57,12 +57,25 @@ class ImageStorage:
         os.replace(staged, final)
         return final
 
-    def remove(self, files: Iterable[tuple[int, str | None]]) -> None:
-        """Delete the files of ``(task id, ext)`` pairs; a missing file is not an error."""
+    def remove(self, files: Iterable[tuple[int, str | None]],
+               strict: bool = True) -> list[tuple[int, str]]:
+        """Delete the files of ``(task id, ext)`` pairs; a missing file is not an error.
+        ``strict=False``: a file that cannot be removed now (storage read-only or failing) is
+        returned rather than raised, the others are still removed (after a COMMIT the rows are
+        gone whatever the disk says; the reconciler removes what is left)."""
+        left = []
         for task_id, ext in files:
-            if ext:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(self.path(task_id, ext))
+            if not ext:
+                continue
+            try:
+                os.remove(self.path(task_id, ext))
+            except FileNotFoundError:
+                pass
+            except OSError:
+                if strict:
+                    raise
+                left.append((task_id, ext))
+        return left
 
     def placed_files(self) -> dict[int, list[str]]:
         """Task id -> extensions of the placed files found (normally one)."""

@@ -1,10 +1,16 @@
 """Reading and validating request input; every failure is a 400 naming the field (413 for a
-body over the limit, 415 for a body that is neither JSON nor multipart).
+body over the limit, 415 for a body that is neither JSON nor multipart, 408 for a body that
+does not arrive in time).
 
 The body is read here, in bounded reads, whatever its framing: with ``Content-Length`` over the
 limit Werkzeug refuses it up front, and a chunked body is counted while it arrives. (Werkzeug's
 ``get_data()`` on a chunked body stops silently at ``MAX_CONTENT_LENGTH`` and returns what it
-read, which is how an over-long upload used to be stored truncated with a 201.)
+read, which is how an over-long upload used to be stored truncated with a 201.) A body the
+server cannot deframe (a malformed chunk size, a missing chunk terminator, a bad trailer, the
+client gone mid-body: gunicorn raises these from ``wsgi.input.read``) is the client's error,
+400 on field ``body``, not a 500. Whether the body was read to its end is noted for
+``app.close_if_body_unread``: a connection whose body was not consumed is closed after the
+answer, since where the next request on it would begin is unknown.
 """
 from __future__ import annotations
 
@@ -15,11 +21,12 @@ import re
 import uuid
 from typing import Any
 
-from flask import Request
-from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+from flask import Request, g
+from werkzeug.exceptions import (HTTPException, RequestEntityTooLarge, RequestTimeout,
+                                 UnsupportedMediaType)
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from .errors import InvalidField
+from .errors import InvalidField, RequestReadTimeout
 
 MAX_EMAIL = 254
 MAX_META = 10_000
@@ -30,6 +37,29 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 _UINT = re.compile(r"[0-9]{1,10}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 _READ = 64 * 1024
+MAX_PARTS = 8  # of a multipart upload, which needs two (meta, image)
+
+
+def has_body(request: Request) -> bool:
+    """Whether the request carries a body (chunked, or a non-zero Content-Length)."""
+    return bool(request.content_length) or "Transfer-Encoding" in request.headers
+
+
+def body_consumed() -> bool:
+    """Whether ``body_bytes`` read this request's body to its end."""
+    return bool(g.get("body_consumed"))
+
+
+def _read(stream, size: int) -> bytes:
+    try:
+        return stream.read(size)
+    except HTTPException:
+        raise  # Werkzeug's own (a Content-Length body that ends early: 400)
+    except (RequestReadTimeout, TimeoutError):
+        raise RequestTimeout("the request body did not arrive in time") from None
+    except Exception as exc:  # noqa: BLE001 - the server's deframing of what the client sent
+        raise InvalidField("body", f"the request body is malformed: {type(exc).__name__}: "
+                                   f"{str(exc)[:120]}") from None
 
 
 def body_bytes(request: Request, limit: int) -> bytes:
@@ -44,8 +74,9 @@ def body_bytes(request: Request, limit: int) -> bytes:
         stream = request.stream
     chunks, size = [], 0
     while True:
-        chunk = stream.read(min(_READ, limit + 1 - size))
+        chunk = _read(stream, min(_READ, limit + 1 - size))
         if not chunk:
+            g.body_consumed = True
             return b"".join(chunks)
         size += len(chunk)
         if size > limit:
@@ -78,7 +109,7 @@ def multipart_parts(request: Request, limit: int) -> dict[str, bytes]:
     boundary = request.mimetype_params.get("boundary", "").encode("latin-1", "replace")
     if not boundary:
         raise InvalidField("body", "multipart body without a boundary")
-    decoder = MultipartDecoder(boundary, max_parts=8)
+    decoder = MultipartDecoder(boundary, max_parts=MAX_PARTS)
     decoder.receive_data(body_bytes(request, limit))
     decoder.receive_data(None)
     parts: dict[str, bytes] = {}
@@ -97,6 +128,11 @@ def multipart_parts(request: Request, limit: int) -> dict[str, bytes]:
                 parts[current] += event.data
     except ValueError as exc:
         raise InvalidField("body", f"malformed multipart body: {exc}") from None
+    except RequestEntityTooLarge:
+        # Werkzeug's answer to too many parts; the body is within the size limit, its shape
+        # is what is wrong.
+        raise InvalidField("body", f"the multipart body has more than {MAX_PARTS} parts "
+                                   "(meta and image are expected)") from None
     if isinstance(event, NeedData):
         raise InvalidField("body", "the multipart body ends before its closing boundary")
     return parts
@@ -126,8 +162,11 @@ def utf8(data: bytes, field: str) -> str:
 
 
 def email(value: Any) -> str:
-    """A syntactically valid address, normalised to lower case."""
+    """A syntactically valid address, normalised to lower case; the limit applies to what is
+    stored, after normalising (``"İ".lower()`` is two characters)."""
     address = text(value, "email", MAX_EMAIL).strip().lower()
+    if len(address) > MAX_EMAIL:
+        raise InvalidField("email", f"email is longer than {MAX_EMAIL} characters in lower case")
     if not _EMAIL.fullmatch(address):
         raise InvalidField("email", "email is not a valid address")
     return address

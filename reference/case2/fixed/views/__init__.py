@@ -13,6 +13,14 @@ def image_storage() -> ImageStorage:
     return current_app.extensions["image_storage"]
 
 
+def remove_images(files: list[tuple[int, str | None]]) -> None:
+    """After the COMMIT that deleted their rows: remove the files; one the storage cannot
+    remove now (read-only, failing) stays for the reconciler, and the deletion still stands."""
+    left = image_storage().remove(files, strict=False)
+    if left:
+        current_app.logger.warning("image files of deleted tasks left for the reconciler: %s", left)
+
+
 def config() -> Config:
     return current_app.extensions["task_config"]
 

@@ -1,16 +1,17 @@
 """Tasks of the authenticated user: list, create, read, image, delete."""
 from __future__ import annotations
 
-from flask import Blueprint, g, request, send_from_directory, url_for
+from flask import Blueprint, current_app, g, request, send_from_directory, url_for
 from peewee import IntegrityError
 from werkzeug.exceptions import NotFound, Unauthorized, UnsupportedMediaType
+from werkzeug.http import parse_range_header
 
 from .. import validation
 from ..errors import InvalidField
 from ..images import inspect_image
 from ..models import Task, count_created_task, db
 from ..reconcile import lock_placement
-from . import config, image_storage, own_task, task_json, tasks_with_state
+from . import config, image_storage, own_task, remove_images, task_json, tasks_with_state
 
 bp = Blueprint("tasks", __name__)
 
@@ -73,9 +74,12 @@ def create_task():
                 committing = True  # only COMMIT is left
         except BaseException:
             # Rolled back: no row, so no file. If COMMIT itself failed, whether it took effect
-            # is unknown: keep the file, the reconciler decides by the row.
+            # is unknown: keep the file, and have it decided by the row as soon as the
+            # database can say (reconcile.PendingFiles).
             if placed and not committing:
                 storage.remove([(task.id, kind.ext)])
+            elif committing:
+                current_app.extensions["pending_files"].add(task.id, kind.ext)
             raise
     return task_json(task, "free"), 201, {"Location": url_for("tasks.get_task", task_id=task.id)}
 
@@ -85,6 +89,16 @@ def get_task(task_id: int):
     return task_json(own_task(task_id))
 
 
+def _ignore_unservable_range(environ: dict) -> None:
+    """Leave only a single byte range for Werkzeug (206, or 416 when it lies outside the
+    image). RFC 9110, section 14.2: a Range of an unknown unit MUST be ignored, a malformed one
+    MAY be; several ranges would need multipart/byteranges, which this service does not send,
+    and may be ignored too. Werkzeug answers all three with 416."""
+    parsed = parse_range_header(environ.get("HTTP_RANGE"))
+    if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
+        environ.pop("HTTP_RANGE", None)
+
+
 @bp.get("/tasks/<id:task_id>/image")
 def get_task_image(task_id: int):
     task = own_task(task_id)
@@ -92,6 +106,7 @@ def get_task_image(task_id: int):
         raise NotFound("task has no image")
     storage = image_storage()
     name = storage.name(task["id"], task["image_ext"])
+    _ignore_unservable_range(request.environ)
     try:
         response = send_from_directory(storage.root, name, mimetype=task["image_type"])
     except FileNotFoundError:
@@ -112,5 +127,5 @@ def delete_task(task_id: int):
                    .returning(Task.id, Task.image_ext).tuples().execute())  # one statement
     if not deleted:
         raise NotFound("no such task")
-    image_storage().remove(deleted)  # after COMMIT; a missing file is fine
+    remove_images(deleted)  # after COMMIT; a missing file is fine
     return "", 204

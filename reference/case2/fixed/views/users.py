@@ -7,7 +7,7 @@ from werkzeug.exceptions import Conflict, Forbidden
 
 from .. import auth, validation
 from ..models import Task, User, db
-from . import config, image_storage
+from . import config, remove_images
 
 bp = Blueprint("users", __name__)
 
@@ -51,5 +51,5 @@ def delete_user(user_id: int):
         files = list(Task.delete().where(Task.owner == user_id)
                      .returning(Task.id, Task.image_ext).tuples().execute())
         User.delete().where(User.id == user_id).execute()
-    image_storage().remove(files)  # after COMMIT: a stray file is harmless, a lost one is not
+    remove_images(files)  # after COMMIT: a stray file is harmless, a lost one is not
     return "", 204
