@@ -468,6 +468,15 @@ def mutation_score(ctx: Context) -> str:
     return "\n".join(out)
 
 
+@derived
+def mutation_checked(ctx):
+    """Whether the recorded mutation run tried every declared mutant or a sample (the overview's words)."""
+    d = _mutation(ctx)
+    if d.get("complete"):
+        return "проверены все"
+    return f"проверена выборка из {d['score']['all']['total']} (все правки проверяет главная задача, `make mutation`)"
+
+
 def _selection_ru(sel: dict) -> str:
     parts = []
     if sel.get("sample"):
@@ -610,6 +619,34 @@ def main_busy_percent(ctx):
 @derived
 def main_busy_at_N(ctx):
     return _tp(ctx)["emulator"]["variants"]["original"]["points"][-1]["N"]
+
+
+# ---------------------------------------------------------- Case 1: the six designs measured
+
+def _designs(ctx: Context) -> dict:
+    return ctx.result("case1_designs")["data"]
+
+
+@derived
+def q2_processes_verdict(ctx):
+    """How the original design on processes (d) compared with it on threads (a) in the recorded run."""
+    ratio = _designs(ctx)["summary"]["best_ratio_to_a"]
+    d = {w: ratio[w]["d_multiprocessing"] for w in ("emulator", "real")}
+    e = {w: ratio[w]["e_redesigned"] / ratio[w]["d_multiprocessing"] for w in ("emulator", "real")}
+    if all(v < 1 for v in d.values()):
+        return "в этом прогоне он медленнее исходного дизайна на потоках"
+    if all(v > 1 for v in d.values()):
+        return (f"в этом прогоне он быстрее исходного дизайна на потоках (в {num(d['emulator'], '.1f')} раза "
+                f"на эмуляторе и в {num(d['real'], '.1f')} — на настоящих изображениях), но медленнее "
+                f"переделанного конвейера (e) в {num(e['emulator'], '.1f')} и {num(e['real'], '.1f')} раза")
+    return (f"в этом прогоне его отношение к исходному дизайну на потоках — {num(d['emulator'], '.1f')} на "
+            f"эмуляторе и {num(d['real'], '.1f')} на настоящих изображениях")
+
+
+@derived
+def limit_target_verdict(ctx):
+    """Whether the redesigned pipeline reached 80 % of this machine's limit in the recorded run."""
+    return "достигнута" if _designs(ctx)["limit"]["share_of_limit"] >= 0.8 else "не достигнута"
 
 
 # --------------------------------------------------------------------- Case 1: benchmarks
@@ -795,6 +832,12 @@ def memory_100m_verdict(ctx):
 
 
 @derived
+def memory_1m_peak_gib(ctx):
+    """The original design's memory at its peak phase for 1 M images (the phase model)."""
+    return max(_mem(ctx)["timeline_model_gib"]["1m"].values())
+
+
+@derived
 def json_dump_peak_kib(ctx):
     return _mem(ctx)["json_dump"]["extra_peak_bytes_max"] / 1024
 
@@ -867,6 +910,24 @@ def growth_tables(ctx: Context) -> str:
                [[str(r["users"]), str(r["statements"]), num(r["http_ms"], ".1f"), num(r["alt_sql_ms"], ".2f")]
                 for r in g["total_tasks_created"]], "rrrr")
     return t1 + "\n\n" + t2
+
+
+# -------------------------------------------------------------- Case 2: the API's performance
+
+API_OPERATIONS_RU = {"list": "список", "create": "создание", "claim": "выдача"}
+
+
+@derived
+def api_perf_target_verdict(ctx):
+    """Which operations of the fixed service reached the target share of the bare app's throughput."""
+    d = ctx.result("case2_api_perf")["data"]
+    target = d.get("target_rps_ratio", 0.7)
+    met = [op for op, v in d["operations"].items() if v["rps_ratio"] >= target]
+    if not met:
+        return "не достигнута ни для одной операции"
+    if len(met) == len(d["operations"]):
+        return "достигнута для всех операций"
+    return "достигнута только для: " + ", ".join(API_OPERATIONS_RU.get(op, op) for op in met)
 
 
 # --------------------------------------------------------------------------- Case 2: load
@@ -1009,7 +1070,7 @@ def load_connections(ctx: Context) -> str:
         c = r["connections"]
         a = c["after_load"]
         rows.append(_who(r) + [str(a["total"]), str(a["idle_in_transaction"]), str(a["waiting_on_lock"]),
-                               str(a["oldest_transaction_s"]), str(c["after_stop"])])
+                               num(a["oldest_transaction_s"], ".1f"), str(c["after_stop"])])
     return table(["Сервис", "Сервер", "Соединений после нагрузки", "Из них idle in transaction",
                   "Ждут блокировку", "Самая старая открытая транзакция, с", "Осталось после остановки сервиса"],
                  rows, "llrrrrr")
