@@ -43,3 +43,20 @@ def test_committed_notebook_carries_its_outputs(path):
     big = [len(img) for img in images if len(img) > MAX_IMAGE_BYTES]
     assert big == [], f"{path.name}: PNG outputs too large {big} (see notebooks/matplotlibrc)"
     assert path.stat().st_size < MAX_NOTEBOOK_BYTES, f"{path.name} is {path.stat().st_size} bytes"
+
+
+def test_write_committed_keeps_outputs_and_drops_timing(tmp_path):
+    """The main job's promote step: the executed notebook over the committed one, minus timings."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("1 + 1", execution_count=1,
+                                     outputs=[nbformat.v4.new_output("execute_result", {"text/plain": "2"},
+                                                                     execution_count=1)])
+    cell.metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00Z"}
+    nb.cells.append(cell)
+    executed, target = tmp_path / "run.ipynb", tmp_path / "committed.ipynb"
+    nbformat.write(nb, executed)
+    notebooks.write_committed(executed, target)
+    back = nbformat.read(target, as_version=4).cells[0]
+    assert back.outputs[0]["data"]["text/plain"] == "2" and "execution" not in back.metadata

@@ -72,6 +72,8 @@ def test_numbers_are_written_the_russian_way():
     assert review.format_number(1234.5, ",.1f") == "1\u00a0234,5"
     assert review.format_number(-0.25, ".2f") == "−0,25"
     assert review.format_number(7) == "7"
+    assert review.format_number(0.512, ".0%") == "51\u00a0%"
+    assert review.format_number("4000x3000") == "4000x3000"  # labels the data carries
     with pytest.raises(review.RenderError):
         review.format_number(0.1)
 
@@ -86,15 +88,27 @@ def test_promote_refuses_a_partial_run_and_keeps_older_results_out(tmp_path):
         review.promote(build, data)
     matrix["complete_run"] = True
     (build / "evidence" / "matrix.json").write_text(json.dumps(matrix))
+    (build / "results" / "stack2020").mkdir()
     for name, stamp in (("old", "2020-01-01T00:00:00Z"), ("new", "2030-01-01T00:00:00Z")):
-        (build / "results" / f"{name}.json").write_text(json.dumps(
-            {"name": name, "recorded_at": stamp, "machine": {}, "data": {"x": 1}}))
+        for folder in (build / "results", build / "results" / "stack2020"):
+            (folder / f"{name}.json").write_text(json.dumps(
+                {"name": name, "recorded_at": stamp, "machine": {}, "data": {"x": 1}}))
     with pytest.raises(review.RenderError, match="earlier run"):
         review.promote(build, data, since=review._epoch("2026-06-01T00:00:00Z"))
     matrix["generated_at"] = "2026-07-01T00:00:00Z"
     (build / "evidence" / "matrix.json").write_text(json.dumps(matrix))
     review.promote(build, data, since=review._epoch("2026-06-01T00:00:00Z"))
-    assert sorted(p.name for p in data.iterdir()) == ["evidence.json", "new.json"]
+    # The 2020 stack's results keep their names with a suffix: today's are never overwritten.
+    assert sorted(p.name for p in data.iterdir()) == ["evidence.json", "new.json", "new_2020.json"]
+
+
+def test_every_result_the_review_reads_is_recorded_by_the_main_job():
+    from workbench import build
+
+    produced = {name for names in build.RECORDS.values() for name in names}
+    read = review.used_names()
+    assert "evidence" in read and "mutation" in read
+    assert set(read) <= produced, f"the review reads results no step of the main job records: {sorted(set(read) - produced)}"
 
 
 def test_cards_read_the_per_stack_evidence_shape_and_the_old_one():
@@ -109,7 +123,7 @@ def test_cards_read_the_per_stack_evidence_shape_and_the_old_one():
                            "fixed": [{"test": "t::c", "outcome": "passed"}]}}
     old = {"as_given": "demonstrated", "fixed": "pending",
            "tests": {"as_given": [{"test": "t::a", "outcome": "passed"}], "patched": [], "fixed": []}}
-    for row, expect in ((per_stack, "стек задания"), (old, "ожидается")):
+    for row, expect in ((per_stack, "стек задачи"), (old, "ожидается")):
         ctx = review_context.Context(data={"evidence": {"data": {"findings": {f.id: row}}}},
                                      findings=found, page_list=[], review=review.REVIEW)
         text = review_context._evidence_text(ctx, f)
@@ -117,3 +131,22 @@ def test_cards_read_the_per_stack_evidence_shape_and_the_old_one():
     ctx = review_context.Context(data={}, findings=found, page_list=[], review=review.REVIEW)
     with pytest.raises(review_context.Missing):
         review_context._evidence_text(ctx, f)
+
+
+def test_anchors_are_unique_across_pages_and_every_link_to_one_resolves():
+    """The single-file export joins every page, so an anchor must be unique across all of them;
+    a link to ``page.md#anchor`` must find that anchor (explicit, or a finding card) on that page."""
+    import re
+
+    anchors: dict = {}
+    for page in review.pages():
+        text = page.read_text(encoding="utf-8")
+        for anchor in re.findall(r'<a id="([^"]+)"></a>', text):
+            assert anchor not in anchors, f"#{anchor} is on both {anchors[anchor]} and {page.name}"
+            anchors[anchor] = page.name
+    broken = []
+    for page in review.pages():
+        for target, anchor in re.findall(r"\]\(([\w.]+\.md)?#([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if anchors.get(anchor) != (target or page.name):
+                broken.append(f"{page.name}: {target}#{anchor}")
+    assert broken == [], broken

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "test-site"
 SHOTS = ROOT / "build" / "screenshots"
 SCREENSHOT_PAGES = ("index.html", "case1.html", "case1_questions.html", "case1_volume.html",
-                    "case2_load.html", "notebooks/case1_throughput.html")
+                    "case1_scale.html", "case2_load.html", "evidence.html", "stacks.html",
+                    "notebooks/case1_throughput.html")
 
 PAGE_FACTS = """(() => {
   const main = document.querySelector('.md-content') || document.body;
@@ -58,6 +59,18 @@ def test_site_builds_from_the_committed_review(built_site):
 def test_tex_becomes_mathml_outside_code():
     text = site.tex_to_mathml("a $x_1$ b `$not math$` and $$\\frac{1}{2}$$")
     assert text.count("<math") == 2 and "`$not math$`" in text
+
+
+def test_links_to_repository_files_become_their_paths_in_the_site():
+    text = ("see [`taskcheck/examples/a.yaml`](../taskcheck/examples/a.yaml), "
+            "[the app](../reference/case2/as_given/app.py#L3), [nb](../notebooks/case1_memory.ipynb#s1), "
+            "[card](case1.md#c1-05)\n```\n[kept](../x.py)\n```\n")
+    out = site._site_links(text)
+    assert "see `taskcheck/examples/a.yaml`," in out
+    assert "the app (`reference/case2/as_given/app.py`)" in out
+    assert "[nb](notebooks/case1_memory.md#s1)" in out and "[card](case1.md#c1-05)" in out
+    assert "[kept](../x.py)" in out  # code is shown as written
+    assert "](../" not in out.split("```")[0]
 
 
 @pytest.fixture(scope="module")

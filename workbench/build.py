@@ -6,14 +6,19 @@ Steps, in order (``--only`` picks some):
   benchmarks  each benchmarks/<suite>/ timed by pytest-benchmark -> build/benchmarks/<suite>.json
   notebooks   notebooks/*.ipynb executed in full mode -> build/notebooks/
   loadtests   loadtests/run.py, bounded Locust runs on loopback -> build/loadtests/
-  promote     a complete run's figures -> review/data (committed), executed notebooks -> notebooks/
+  promote     a complete run's figures -> review/data (committed; the 2020 stack's as <name>_2020), executed notebooks -> notebooks/
   render      review/*.md and review/img/*.svg refreshed from review/data and the registry
   site        the review rendered by MkDocs Material -> build/site/index.html (no measuring: seconds)
   export      the whole review as one PDF, printed by headless Chromium -> build/review.pdf
 
 The measuring steps write only under build/. ``promote`` runs only when the benchmark, notebook and
 load steps of this invocation succeeded and the evidence matrix is from this run's complete test
-session (failing tests are recorded in it, not hidden); a partial run never replaces the record.
+session (failing tests are recorded in it, not hidden, as surviving mutants are in the mutation
+result); a partial run never replaces the record.
+
+What each measuring step records for the review (``review/data/<name>.json`` after ``promote``)
+is listed in ``RECORDS``; ``python -m workbench.review names`` lists the names the committed pages
+read, and a test keeps every one of them in ``RECORDS``.
 ``render``, ``site`` and ``export`` work from what is committed, so ``--only site`` rebuilds the
 site without measuring.
 """
@@ -33,6 +38,24 @@ from . import notebooks, pg
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
 MEASURING = ("evidence", "mutation", "benchmarks", "notebooks", "loadtests")
+# Steps whose failure is itself a result the record shows: a failing evidence test is in the matrix,
+# a surviving mutant in results["mutation"]. A failure of the other measuring steps leaves figures
+# missing or stale, so then the record keeps the last complete run.
+RESULT_STEPS = ("evidence", "mutation")
+# The recorded results each measuring step produces (build/results/<name>.json, promoted to
+# review/data/<name>.json). The evidence step is the whole test session with --run-slow; the 2020
+# stack's run inside it records the same names under build/results/stack2020/, promoted as <name>_2020.
+RECORDS = {
+    "evidence": ("evidence",  # the per-stack matrix (build/evidence/matrix.json)
+                 "case2_races", "case2_perf", "case2_fuzz", "taskcheck", "case1_magic_cost",
+                 "case1_time_wait", "case1_magic_cost_2020", "case1_time_wait_2020",
+                 "case2_perf_2020", "case2_races_2020"),
+    "mutation": ("mutation",),
+    "benchmarks": ("benchmarks_case1", "benchmarks_case2", "case2_api_perf"),
+    "notebooks": ("case1_throughput", "case1_memory", "case1_designs", "case1_machines",
+                  "case2_race_model", "case2_growth"),
+    "loadtests": ("case2_load",),
+}
 STEPS = MEASURING + ("promote", "render", "site", "export")
 RUN_FILE = BUILD / "run.json"  # when this main job started measuring (read by review.run_started)
 
@@ -48,7 +71,8 @@ def step_evidence(ns) -> bool:
 
 
 def step_mutation(ns) -> bool:
-    # All mutants, one at a time (the timing evidence must not compete with a second run).
+    # All mutants, one at a time (the timing evidence must not compete with a second run). A mutant
+    # that survives fails the step (and the job) but is recorded: the evidence page shows it.
     return _run([sys.executable, "-m", "workbench.mutation", "--record",
                  "--json", str(BUILD / "mutation" / "report.json")]) == 0
 
@@ -149,9 +173,7 @@ def main(argv: list | None = None) -> int:
     # The tests read the committed review as it stands; this job re-renders it after promoting.
     os.environ["WORKBENCH_MAIN_JOB"] = "1"
     for name in steps:
-        # A failing evidence test is itself a result (the matrix records it); a failed measuring
-        # step would leave figures missing or stale, so the record keeps the last complete run.
-        if name == "promote" and any(step in failed for step in MEASURING if step != "evidence"):
+        if name == "promote" and any(step in failed for step in MEASURING if step not in RESULT_STEPS):
             print("== promote: skipped, a measuring step failed (the record keeps the last complete run)",
                   flush=True)
             failed.append(name)

@@ -204,8 +204,8 @@ def coverage_table(file: str | None = None, link=_default_link, maps: list[FileM
         if file is not None and file_map.file != file:
             continue
         t = totals[file_map.file]
-        parts.append(f"**`{file_map.file}`** — {t['lines']} строк: {t['findings']} непустых строк "
-                     f"относятся к находкам, о {t['nothing']} сказать нечего, {t['blank']} пустых.\n")
+        parts.append(f"**`{file_map.file}`**: строк всего — {t['lines']}; непустых, относящихся к находкам, — "
+                     f"{t['findings']}; непустых, о которых сказать нечего, — {t['nothing']}; пустых — {t['blank']}.\n")
         parts.append("| строки | код | находки или почему сказать нечего |")
         parts.append("|---|---|---|")
         for row in coverage_rows([file_map], root):

@@ -46,6 +46,8 @@ def execute(path: Path, out: Path | None = None, mode: str = "quick",
 
 def write_committed(executed: Path, target: Path) -> None:
     """Copy an executed notebook over the committed one, without per-cell timing metadata."""
+    import nbformat  # today's stack only, as in execute()
+
     nb = nbformat.read(executed, as_version=4)
     for cell in nb.cells:
         cell.get("metadata", {}).pop("execution", None)

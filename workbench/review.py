@@ -3,6 +3,7 @@
     python -m workbench.review render            # refresh every marker in review/*.md and the plots
     python -m workbench.review render --check    # exit 1 naming each page or plot that is stale
     python -m workbench.review promote           # copy a complete run's build/ figures to review/data
+    python -m workbench.review names             # the recorded results the pages and plots read
 
 Pages are ordinary Markdown that reads on GitHub without any build. Two kinds of marker, both HTML
 comments (invisible on GitHub and in the site), are refreshed from the recorded data
@@ -34,6 +35,7 @@ REVIEW = ROOT / "review"
 DATA = REVIEW / "data"
 IMG = REVIEW / "img"
 BUILD = ROOT / "build"
+STACK2020_RESULTS = "stack2020"  # build/results/stack2020/: the task's stack run (workbench.pytest_plugin)
 
 VALUE = re.compile(r"<!-- v (?P<path>[^\s]+?)(?: :(?P<spec>[^\s]*))? -->(?P<body>[^\n]*?)<!-- /v -->")
 BLOCK = re.compile(r"^<!-- block (?P<name>[A-Za-z_]\w*)(?P<args>(?: [\w.-]+=[^\s]*)*) -->\n"
@@ -71,7 +73,10 @@ def lookup(tree: dict, path: str):
 
 
 def format_number(value, spec: str = "") -> str:
-    """Russian number style: decimal comma, no-break space between thousands."""
+    """Russian number style: decimal comma, no-break space between thousands and before ``%``.
+
+    Strings (labels the data carries) are written as they are; a format spec is for numbers only.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if spec:
             raise RenderError(f"format spec {spec!r} given for a non-number {value!r}")
@@ -79,7 +84,9 @@ def format_number(value, spec: str = "") -> str:
     if isinstance(value, float) and not spec:
         raise RenderError(f"float {value!r} needs a format spec (e.g. :.1f)")
     text = format(value, spec) if spec else str(value)
-    return text.replace(",", NBSP).replace(".", ",").replace("-", "−")
+    text = text.replace(",", NBSP).replace(".", ",").replace("-", "−")
+    # Russian typography puts a (no-break) space between a number and the percent sign.
+    return text[:-1] + NBSP + "%" if text.endswith("%") else text
 
 
 # ------------------------------------------------------------------------------------ render
@@ -180,13 +187,50 @@ def render(review: Path = REVIEW, data: Path = DATA, check: bool = False,
     return changed
 
 
+class _Reads(dict):
+    """A dict that notes every key asked for (which recorded results the pages read)."""
+
+    def __init__(self, data: dict, seen: set):
+        super().__init__(data)
+        self.seen = seen
+
+    def __getitem__(self, key):
+        self.seen.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.seen.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        self.seen.add(key)
+        return super().__contains__(key)
+
+
+def used_names(review: Path = REVIEW, data: Path = DATA) -> List[str]:
+    """The recorded results (review/data/<name>.json) that the pages and plots read."""
+    from . import review_context, review_plots
+
+    seen: set = set()
+    ctx = review_context.Context.load(review=review, data=data)
+    ctx.data = _Reads(ctx.data, seen)
+    ctx.values = _Reads(dict(ctx.data, calc=review_context.Derived(ctx)), seen)
+    for path in pages(review):
+        ctx.current = path.relative_to(review).as_posix()
+        render_text(path.read_text(encoding="utf-8"), ctx, where=str(path.relative_to(review.parent)))
+    for func in review_plots.PLOTS.values():
+        review_plots.render_svg(func, ctx)
+    return sorted(seen - {"calc"})
+
+
 # ----------------------------------------------------------------------------------- promote
 
 def promote(build: Path = BUILD, data: Path = DATA, since: Optional[float] = None) -> List[str]:
     """Copy a complete run's figures from build/ to review/data (the committed record).
 
     Refuses when the evidence matrix is not from a complete run. ``since`` (epoch seconds) keeps
-    results recorded before this job started out of the record. The test command records
+    results recorded before this job started out of the record. Results of the 2020 stack's run
+    (``build/results/stack2020/<name>.json``) are promoted as ``<name>_2020``. The test command records
     nothing under build/results (its notebooks write to a temporary folder) and never promotes.
     """
     from . import machine
@@ -201,12 +245,15 @@ def promote(build: Path = BUILD, data: Path = DATA, since: Optional[float] = Non
         raise RenderError(f"{matrix_path} is from an earlier run than this one; refusing to promote it")
     staged = {"evidence": {"name": "evidence", "recorded_at": matrix["generated_at"],
                            "machine": machine.describe(), "data": matrix}}
-    for path in sorted((build / "results").glob("*.json")):
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        if since is not None and _epoch(payload.get("recorded_at")) < since - 1:
-            print(f"promote: skipping {path.name}: recorded before this run")
-            continue
-        staged[path.stem] = payload
+    # Today's figures keep their names; the 2020 stack's run records the same names under
+    # results/stack2020/ and is promoted as <name>_2020 (e.g. case1_magic_cost_2020).
+    for folder, suffix in ((build / "results", ""), (build / "results" / STACK2020_RESULTS, "_2020")):
+        for path in sorted(folder.glob("*.json")):
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            if since is not None and _epoch(payload.get("recorded_at")) < since - 1:
+                print(f"promote: skipping {path.relative_to(build)}: recorded before this run")
+                continue
+            staged[path.stem + suffix] = payload
     for path in sorted((build / "benchmarks").glob("*.json")):
         staged[f"benchmarks_{path.stem}"] = _condensed_benchmarks(path)
     data.mkdir(parents=True, exist_ok=True)
@@ -259,8 +306,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     r.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything is stale")
     r.add_argument("--no-plots", action="store_true", help="pages only")
     sub.add_parser("promote", help="copy a complete run's figures from build/ to review/data")
+    sub.add_parser("names", help="list the recorded results (review/data/<name>.json) the review reads")
     ns = parser.parse_args(argv)
     try:
+        if ns.action == "names":
+            print("\n".join(used_names()))
+            return 0
         if ns.action == "promote":
             for line in promote(since=run_started()):
                 print(f"promoted {line}")

@@ -23,9 +23,17 @@ CATEGORY_RU = {"correctness": "корректность", "concurrency": "кон
                "security": "безопасность", "reliability": "надёжность",
                "performance": "производительность", "api": "API", "readability": "читаемость"}
 STATUS_RU = {"demonstrated": "показано", "failed": "НЕ показано (тест упал)",
+             "absent": "дефекта нет (проверено)", "not run": "не запускалось",
              "passes": "исправлено", "fails": "НЕ исправлено (тест упал)", "pending": "ожидается",
              "skipped": "пропущено", "no test": "нет теста"}
-STACK_RU = {"2020": "стек задания (Python 3.8, 2020)", "today": "сегодняшний стек"}
+STACKS = ("2020", "today")  # workbench.stacks.STACKS, in the order the review shows them
+STACK_RU = {"2020": "стек задачи (Python 3.8, 2020)", "today": "сегодняшний стек"}
+STACK_SHORT = {"2020": "стек задачи", "today": "сегодня"}
+STACK_ON = {"2020": "на стеке задачи", "today": "на сегодняшнем стеке"}
+OUTCOME_RU = {"caught": "пойман", "survived": "выжил", "error": "ошибка", "timeout": "таймаут"}
+MUTATION_RU = {"caught": "пойман", "not caught": "НЕ пойман", "missing": "нет мутанта",
+               "not run": "не запускался"}
+SIDE_RU = {"as_given": "исходный код", "patched": "патченая версия", "fixed": "исправленный код"}
 CASE_PAGE = {1: "case1.md", 2: "case2.md"}
 SERVICE_RU = {"as_given": "исходный", "fixed": "исправленный"}
 SERVER_RU = {"gunicorn": "gunicorn gthread", "flask-dev": "Flask dev-сервер (threaded)"}
@@ -165,15 +173,29 @@ def machine_line(payload: dict) -> str:
 
 def status_ru(status) -> str:
     if isinstance(status, dict):  # per stack: {"2020": ..., "today": ...}
-        return "; ".join(f"{STACK_RU.get(k, k)}: {STATUS_RU.get(v, v)}" for k, v in status.items())
+        return "; ".join(f"{STACK_RU.get(k, k)}: {STATUS_RU.get(v, v)}" for k, v in _by_stack(status))
     if status is None:
         return "нет данных"
     return STATUS_RU.get(status, status)
 
 
-def demonstrated(status) -> bool:
+def _by_stack(status: dict):
+    """(stack, value) in the review's order: the task's stack first."""
+    return sorted(status.items(), key=lambda kv: STACKS.index(kv[0]) if kv[0] in STACKS else len(STACKS))
+
+
+def stack_status(status, stack: str) -> Optional[str]:
+    """One stack's as-given status; the older single-status shape counts for today's stack."""
     if isinstance(status, dict):
-        return bool(status) and all(v == "demonstrated" for v in status.values())
+        return status.get(stack)
+    return status if stack == "today" else None
+
+
+def demonstrated(status) -> bool:
+    """Demonstrated on every stack that checked for it (``absent`` on a stack it is not on counts)."""
+    if isinstance(status, dict):
+        return any(v == "demonstrated" for v in status.values()) and \
+            all(v in ("demonstrated", "absent") for v in status.values())
     return status == "demonstrated"
 
 
@@ -191,17 +213,41 @@ def top(ctx: Context, ids: str) -> str:
 
 @block
 def counts(ctx: Context) -> str:
+    """Findings by severity, and how many the recorded run demonstrated on each stack and fixed."""
     rows = []
     for case in (1, 2):
         fs = ctx.by_case(case)
         ev = [ctx.evidence(f.id) or {} for f in fs]
         rows.append([f"[Кейс {case}]({ctx.href(CASE_PAGE[case])})"]
                     + [str(sum(f.severity == s for f in fs)) for s in registry.SEVERITIES]
-                    + [str(len(fs)), str(sum(demonstrated(e.get("as_given")) for e in ev)),
-                       str(sum(e.get("fixed") == "passes" for e in ev))])
-    header = ["Кейс"] + [SEVERITY_RU[s] for s in registry.SEVERITIES] + [
-        "всего", "показано на исходном коде", "исправлено в новом коде"]
-    return table(header, rows, "l" + "r" * (len(header) - 1))
+                    + [str(len(fs))]
+                    + [str(sum(stack_status(e.get("as_given"), st) == "demonstrated" for e in ev)) for st in STACKS]
+                    + [str(sum(e.get("fixed") == "passes" for e in ev))])
+    header = (["Кейс"] + [SEVERITY_RU[s] for s in registry.SEVERITIES] + ["всего"]
+              + [f"показано: {STACK_RU[st]}" for st in STACKS] + ["исправлено в новом коде"])
+    out = table(header, rows, "l" + "r" * (len(header) - 1))
+    notes = _stack_notes(ctx)
+    return out + ("\n\n" + notes if notes else "")
+
+
+def _stack_notes(ctx: Context) -> str:
+    """Findings not demonstrated on every stack, and why: one sentence per stack."""
+    out = []
+    for st in STACKS:
+        rows = [(f, stack_status((ctx.evidence(f.id) or {}).get("as_given"), st)) for f in ctx.findings]
+        absent = [f for f, v in rows if v == "absent"]
+        other = [(f, v) for f, v in rows if v not in ("demonstrated", "absent")]
+        if absent:
+            out.append(f"{STACK_ON[st].capitalize()} дефекта нет — тест проверяет его отсутствие: "
+                       + ", ".join(f"[{f.id}]({ctx.card_link(f.id)})" for f in absent) + ".")
+        if other:
+            out.append(f"{STACK_ON[st].capitalize()} не показано: "
+                       + ", ".join(f"[{f.id}]({ctx.card_link(f.id)}) — {status_ru(v)}" for f, v in other) + ".")
+    return " ".join(out)
+
+
+def _short(status) -> str:
+    return {"demonstrated": "показано", "absent": "нет (проверено)"}.get(status, status_ru(status))
 
 
 @block
@@ -209,11 +255,13 @@ def findings_table(ctx: Context, case: str) -> str:
     rows = []
     for f in ctx.by_case(int(case)):
         ev = ctx.evidence(f.id) or {}
+        lines = str(f.lines[0]) if f.lines[0] == f.lines[1] else f"{f.lines[0]}–{f.lines[1]}"
         rows.append([f"[{f.id}]({ctx.card_link(f.id)})", SEVERITY_RU[f.severity],
-                     CATEGORY_RU[f.category], f.title, f"{f.lines[0]}–{f.lines[1]}",
-                     status_ru(ev.get("as_given")), status_ru(ev.get("fixed"))])
-    return table(["ID", "Серьёзность", "Категория", "Находка", "Строки", "Исходный код",
-                  "Исправленный код"], rows)
+                     CATEGORY_RU[f.category], f.title, lines]
+                    + [_short(stack_status(ev.get("as_given"), st)) for st in STACKS]
+                    + [status_ru(ev.get("fixed"))])
+    return table(["ID", "Серьёзность", "Категория", "Находка", "Строки"]
+                 + [f"Исходный код: {STACK_SHORT[st]}" for st in STACKS] + ["Исправленный код"], rows)
 
 
 def _test_items(tests, label: str = ""):
@@ -234,12 +282,32 @@ def _evidence_text(ctx: Context, f: registry.Finding) -> str:
     text = (f"**Доказательство.** Исходный код: {status_ru(ev.get('as_given'))}. "
             f"Исправленный код: {status_ru(ev.get('fixed'))}.")
     if ev.get("behaviour_differs"):
-        text += " Поведение на стеке задания и на сегодняшнем различается."
-    items = [f"- `{t['test']}` ({side}: {t['outcome']})" for side, t in _test_items(ev.get("tests", {}))]
+        text += " Поведение на стеке задачи и на сегодняшнем различается (см. «По стекам» выше)."
+    mutants = _mutation_of(ctx, f.id)
+    if mutants:
+        text += (" Мутанты (дефект исправлен в исходном коде / возвращён в исправленный): "
+                 f"{MUTATION_RU.get(mutants.get('as_given'), mutants.get('as_given'))} / "
+                 f"{MUTATION_RU.get(mutants.get('fixed'), mutants.get('fixed'))}.")
+    items = [f"- `{t['test']}` ({_test_note(side, t)})" for side, t in _test_items(ev.get("tests", {}))]
     if items:
         text += (f"\n\n<details markdown=\"1\"><summary>Тесты ({n_tests})</summary>\n\n"
                  + "\n".join(items) + "\n\n</details>")
     return text
+
+
+def _test_note(side: str, t: dict) -> str:
+    """'исходный код; стек задачи: passed, сегодня: passed' (or the side and one outcome)."""
+    label = SIDE_RU.get(side.split("/")[0], side)
+    stacks = t.get("stacks")
+    if isinstance(stacks, dict) and stacks:
+        return label + "; " + ", ".join(f"{STACK_SHORT.get(k, k)}: {v or 'не запускался'}"
+                                       for k, v in _by_stack(stacks))
+    return f"{label}: {t.get('outcome')}"
+
+
+def _mutation_of(ctx: Context, fid: str) -> Optional[dict]:
+    m = ctx.data.get("mutation")
+    return ((m or {}).get("data") or {}).get("findings", {}).get(fid)
 
 
 def _card(ctx: Context, f: registry.Finding) -> str:
@@ -257,7 +325,8 @@ def _card(ctx: Context, f: registry.Finding) -> str:
     stacks = f.extra.get("stacks")
     if isinstance(stacks, dict) and stacks:
         parts.append("**По стекам.**")
-        parts.append("\n".join(f"- {STACK_RU.get(k, k)}: {str(v).strip()}" for k, v in stacks.items()))
+        parts.append("\n".join(f"- {STACK_RU.get(str(k), k)}: {' '.join(str(v).split())}"
+                               for k, v in _by_stack({str(k): v for k, v in stacks.items()})))
     parts += ["**Как исправить.**", f.fix.strip(), _evidence_text(ctx, f)]
     return "\n\n".join(parts)
 
@@ -270,9 +339,11 @@ def cards(ctx: Context, case: str) -> str:
 
 @block
 def evidence_matrix(ctx: Context) -> str:
+    """Every finding: as-given status per stack, fixed status, its mutants, its tests."""
     m = ctx.matrix()
     if not m:
         raise Missing("review/data/evidence.json is not recorded")
+    with_mutation = bool(ctx.data.get("mutation"))
     rows = []
     for fid, row in m["findings"].items():
         try:
@@ -280,13 +351,161 @@ def evidence_matrix(ctx: Context) -> str:
             link = f"[{fid}]({ctx.card_link(fid)})"
         except Missing:
             title, link = row.get("title", ""), fid
-        rows.append([link, SEVERITY_RU.get(row.get("severity"), row.get("severity")), title,
-                     status_ru(row.get("as_given")), status_ru(row.get("fixed")),
-                     str(sum(1 for _ in _test_items(row.get("tests", {}))))])
+        cells = [link, SEVERITY_RU.get(row.get("severity"), row.get("severity")), title]
+        cells += [_short(stack_status(row.get("as_given"), st)) for st in STACKS]
+        cells.append(status_ru(row.get("fixed")))
+        if with_mutation:
+            mut = _mutation_of(ctx, fid) or {}
+            cells.append(" / ".join(MUTATION_RU.get(mut.get(side), mut.get(side) or "—")
+                                    for side in ("as_given", "fixed")))
+        cells.append(str(sum(1 for _ in _test_items(row.get("tests", {})))))
+        rows.append(cells)
     head = (f"Матрица записана {m['generated_at']} (полный прогон тестов"
             f"{'' if m.get('complete_run') else ' — НЕТ, неполный'}).")
-    return head + "\n\n" + table(["ID", "Серьёзность", "Находка", "Исходный код", "Исправленный код",
-                                  "Тестов"], rows, "lllllr")
+    header = (["ID", "Серьёзность", "Находка"] + [f"Исходный: {STACK_SHORT[st]}" for st in STACKS]
+              + ["Исправленный"] + (["Мутанты: исходный / исправленный"] if with_mutation else [])
+              + ["Тестов"])
+    return head + "\n\n" + table(header, rows, "l" * (len(header) - 1) + "r")
+
+
+@block
+def stack_versions(ctx: Context) -> str:
+    """The two stacks the evidence ran on, as the recorded matrix describes them."""
+    notes = ctx.matrix().get("stacks") or {}
+    if not notes:
+        raise Missing("the recorded evidence matrix does not describe its stacks")
+    ran = {st: set() for st in STACKS}  # as-given and patched tests that ran on each stack
+    for row in ctx.matrix().get("findings", {}).values():
+        for side in ("as_given", "patched"):
+            for t in (row.get("tests") or {}).get(side, []):
+                for st, outcome in (t.get("stacks") or {}).items():
+                    if outcome and st in ran:
+                        ran[st].add(t["test"])
+    rows = []
+    for st in STACKS:
+        note = notes.get(st) or {}
+        if note.get("ran"):
+            env = note.get("environment", {})
+            pk = env.get("packages", {})
+            libs = ", ".join(f"{k} {pk[k]}" for k in ("numpy", "pillow", "requests", "flask", "werkzeug",
+                                                      "peewee", "psycopg2-binary", "gunicorn") if k in pk)
+            rows.append([STACK_RU[st], f"Python {env.get('python', '?')}", libs, str(len(ran[st]))])
+        else:
+            rows.append([STACK_RU[st], "—", "—", f"не запускались: {note.get('reason', 'нет отчёта')}"])
+    return table(["Стек", "Интерпретатор", "Библиотеки", "Тестов исходного кода"], rows, "lllr")
+
+
+@block
+def stack_counts(ctx: Context) -> str:
+    """Per stack: demonstrated, absent (checked), anything else; and how many differ by stack."""
+    rows = []
+    for case in (1, 2):
+        ev = [ctx.evidence(f.id) or {} for f in ctx.by_case(case)]
+        for st in STACKS:
+            statuses = [stack_status(e.get("as_given"), st) for e in ev]
+            rows.append([f"Кейс {case}", STACK_RU[st], str(len(ev)),
+                         str(statuses.count("demonstrated")), str(statuses.count("absent")),
+                         str(sum(1 for v in statuses if v not in ("demonstrated", "absent"))),
+                         str(sum(bool(e.get("behaviour_differs")) for e in ev))])
+    return table(["Кейс", "Стек", "находок", "показано", "дефекта нет (проверено)", "прочее",
+                  "поведение различается"], rows, "llrrrrr")
+
+
+@block
+def stack_differences(ctx: Context) -> str:
+    """The findings whose behaviour differs by stack: status on each, severity (the task's stack)."""
+    rows = []
+    for f in sorted(ctx.findings, key=lambda f: (f.case, f.id)):
+        ev = ctx.evidence(f.id) or {}
+        if not (ev.get("behaviour_differs") or f.extra.get("stacks")):
+            continue
+        rows.append([f"[{f.id}]({ctx.card_link(f.id)})", SEVERITY_RU[f.severity], f.title]
+                    + [_short(stack_status(ev.get("as_given"), st)) for st in STACKS])
+    if not rows:
+        raise Missing("no finding is marked as behaving differently by stack")
+    return table(["ID", "Серьёзность (по стеку задачи)", "Находка"]
+                 + [f"Исходный код: {STACK_SHORT[st]}" for st in STACKS], rows)
+
+
+# ------------------------------------------------------------------------------ mutation
+
+def _mutation(ctx: Context) -> dict:
+    return ctx.result("mutation")["data"]
+
+
+@block
+def mutation_score(ctx: Context) -> str:
+    """The recorded mutation run: per side, how many declared mutants the finding's tests caught."""
+    payload = ctx.result("mutation")
+    d = payload["data"]
+    side_ru = {"as_given": "исходный код (дефект исправлен)", "fixed": "исправленный код (дефект возвращён)",
+               "all": "всего"}
+    rows = []
+    for side in ("as_given", "fixed", "all"):
+        sc = d["score"].get(side) or {}
+        share = "—" if sc.get("score") is None else num(sc["score"], ".1%")
+        rows.append([side_ru[side], str(sc.get("total", 0)), str(sc.get("caught", 0)), str(sc.get("survived", 0)),
+                     str(sc.get("error", 0)), str(sc.get("timeout", 0)), share])
+    per_finding = d.get("findings", {})
+    both = sum(1 for v in per_finding.values() if v.get("as_given") == "caught" and v.get("fixed") == "caught")
+    scope = ("все объявленные мутанты" if d.get("complete")
+             else f"выборка ({_selection_ru(d.get('selection') or {})}), не все объявленные")
+    head = (f"Прогон записан {payload['recorded_at']}: {scope}; объявлено мутантов — {d.get('declared', '?')}, "
+            f"время прогона — {num(d.get('seconds', 0) / 60, '.0f')} мин. Находок, у которых пойманы все "
+            f"мутанты с обеих сторон, — {both} из {len(per_finding)}.")
+    out = [head, "", table(["Сторона", "мутантов", "поймано", "выжило", "ошибка", "таймаут", "доля пойманных"],
+                            rows, "lrrrrrr")]
+    missing = (d.get("coverage") or {}).get("missing") or []
+    if missing:
+        out += ["", "Без мутанта: " + ", ".join(missing) + "."]
+    bad = [mt for mt in d.get("mutants", []) if mt.get("outcome") != "caught"]
+    if bad:
+        out += ["", "Не пойманы:", ""]
+        out += [f"- [{mt['finding']}]({ctx.card_link(mt['finding'])}), {SIDE_RU.get(mt['side'], mt['side'])}, "
+                f"`{mt['mutant']}` — {mt.get('why', '')}: **{OUTCOME_RU.get(mt['outcome'], mt['outcome'])}**"
+                + (f" ({' '.join(str(mt.get('detail') or '').split())[:200]})" if mt.get("detail") else "")
+                for mt in bad]
+    return "\n".join(out)
+
+
+@derived
+def mutation_checked(ctx):
+    """Whether the recorded mutation run tried every declared mutant or a sample (the overview's words)."""
+    d = _mutation(ctx)
+    if d.get("complete"):
+        return "проверены все"
+    return f"проверена выборка из {d['score']['all']['total']} (все правки проверяет главная задача, `make mutation`)"
+
+
+def _selection_ru(sel: dict) -> str:
+    parts = []
+    if sel.get("sample"):
+        parts.append(f"{sel['sample']} случайных, зерно {sel.get('seed')}")
+    for key, ru in (("findings", "находки"), ("sides", "стороны"), ("files", "файлы")):
+        if sel.get(key):
+            parts.append(f"{ru}: {', '.join(sel[key])}")
+    return "; ".join(parts) or "фильтр"
+
+
+# ------------------------------------------------------------------------ completeness map
+
+@block
+def coverage_map(ctx: Context, file: str = "") -> str:
+    """Every line of the originals: the findings that cover it, or why there is nothing to say."""
+    from . import coverage
+
+    return coverage.coverage_table(file or None, link=lambda fid: f"[{fid}]({ctx.card_link(fid)})")
+
+
+@block
+def coverage_summary(ctx: Context) -> str:
+    from . import coverage
+
+    rows = []
+    for name, t in coverage.counts().items():
+        rows.append([f"`{name}`", str(t["lines"]), str(t["findings"]), str(t["nothing"]), str(t["blank"])])
+    return table(["Файл", "строк", "непустых под находками", "непустых, где сказать нечего", "пустых"],
+                 rows, "lrrrr")
 
 
 # ------------------------------------------------------------------------ pages and sources
@@ -392,38 +611,6 @@ def q2_variants(ctx: Context) -> str:
                   "плато по измерениям, изобр./с", "лучшая точка, изобр./с (при N)"], rows, "llrrr")
 
 
-@block
-def q2_comparison(ctx: Context) -> str:
-    rows = []
-    for r in _tp(ctx)["real_script"]["comparison"]:
-        rows.append([str(r["N"]), "—" if r["patched"] is None else num(r["patched"], ".1f"),
-                     "—" if r["fixed"] is None else num(r["fixed"], ".1f"),
-                     "—" if r["ratio"] is None else "×" + num(r["ratio"], ".1f")])
-    return table(["N", "патченый, изобр./с", "переделанный, изобр./с", "переделанный / патченый"],
-                 rows, "rrrr")
-
-
-@derived
-def q2_best_fixed(ctx):
-    return max(r["fixed"] for r in _tp(ctx)["real_script"]["comparison"] if r["fixed"] is not None)
-
-
-@derived
-def q2_best_patched(ctx):
-    return max(r["patched"] for r in _tp(ctx)["real_script"]["comparison"] if r["patched"] is not None)
-
-
-@derived
-def q2_process_pool_best(ctx):
-    return max(p["images_per_s"] for p in _tp(ctx)["emulator"]["variants"]["process_pool"]["points"])
-
-
-@derived
-def fixed_cpu_ms(ctx):
-    m = _tp(ctx)["real_script"]["fixed"]["model"]
-    return m["client_cpu_ms"] + m["server_cpu_ms"]
-
-
 @derived
 def main_busy_percent(ctx):
     return 100 * _tp(ctx)["emulator"]["variants"]["original"]["points"][-1]["main_busy_share"]
@@ -432,6 +619,34 @@ def main_busy_percent(ctx):
 @derived
 def main_busy_at_N(ctx):
     return _tp(ctx)["emulator"]["variants"]["original"]["points"][-1]["N"]
+
+
+# ---------------------------------------------------------- Case 1: the six designs measured
+
+def _designs(ctx: Context) -> dict:
+    return ctx.result("case1_designs")["data"]
+
+
+@derived
+def q2_processes_verdict(ctx):
+    """How the original design on processes (d) compared with it on threads (a) in the recorded run."""
+    ratio = _designs(ctx)["summary"]["best_ratio_to_a"]
+    d = {w: ratio[w]["d_multiprocessing"] for w in ("emulator", "real")}
+    e = {w: ratio[w]["e_redesigned"] / ratio[w]["d_multiprocessing"] for w in ("emulator", "real")}
+    if all(v < 1 for v in d.values()):
+        return "в этом прогоне он медленнее исходного дизайна на потоках"
+    if all(v > 1 for v in d.values()):
+        return (f"в этом прогоне он быстрее исходного дизайна на потоках (в {num(d['emulator'], '.1f')} раза "
+                f"на эмуляторе и в {num(d['real'], '.1f')} — на настоящих изображениях), но медленнее "
+                f"переделанного конвейера (e) в {num(e['emulator'], '.1f')} и {num(e['real'], '.1f')} раза")
+    return (f"в этом прогоне его отношение к исходному дизайну на потоках — {num(d['emulator'], '.1f')} на "
+            f"эмуляторе и {num(d['real'], '.1f')} на настоящих изображениях")
+
+
+@derived
+def limit_target_verdict(ctx):
+    """Whether the redesigned pipeline reached 80 % of this machine's limit in the recorded run."""
+    return "достигнута" if _designs(ctx)["limit"]["share_of_limit"] >= 0.8 else "не достигнута"
 
 
 # --------------------------------------------------------------------- Case 1: benchmarks
@@ -475,6 +690,78 @@ def benchmarks_table(ctx: Context, suite: str = "case1") -> str:
              num(s["min"] * 1000, ".2f"), str(s["rounds"])]
             for name, s in payload["data"]["benchmarks"].items()]
     return table(["Бенчмарк", "Группа", "Среднее, мс", "Медиана, мс", "Мин, мс", "Раундов"], rows, "llrrrr")
+
+
+# --------------------------------------------------------- Case 1: the magic loop per stack
+
+MAGIC_COST_RU = {"as_given_rgb": "исходный цикл, цветная картинка (`uint8`)",
+                 "as_given_grey": "исходный цикл, серая картинка (`uint8`)",
+                 "patched_rgb": "патченая версия, цветная (каждый пиксель → `int64`)",
+                 "patched_grey": "патченая версия, серая",
+                 "earlier_patch_grey_int": "прежний патч: серая картинка, `int()` на пиксель"}
+
+
+def _magic_cost(ctx: Context, stack: str) -> dict:
+    return ctx.result("case1_magic_cost_2020" if stack == "2020" else "case1_magic_cost")["data"]
+
+
+@block
+def magic_cost(ctx: Context) -> str:
+    """The magic loop's CPU time per pixel on both stacks (tests/case1/test_c1_patched_fidelity.py)."""
+    by_stack = {st: _magic_cost(ctx, st)["ns_per_pixel"] for st in STACKS}
+    base = by_stack["2020"]["as_given_rgb"]
+    rows = []
+    for key, label in MAGIC_COST_RU.items():
+        cells = [label] + ["—" if key not in by_stack[st] else num(by_stack[st][key], ".0f") for st in STACKS]
+        cells.append(num(by_stack["2020"][key] / base, ".2f") if key in by_stack["2020"] else "—")
+        rows.append(cells)
+    return table(["цикл", "нс на пиксель: стек задачи", "нс на пиксель: сегодня",
+                  "к исходному циклу на цветной (стек задачи)"], rows, "lrrr")
+
+
+@derived
+def magic_loop_2020_s_512x384(ctx):
+    """The original loop on a colour 512x384 frame on the task's stack, from its cost per pixel."""
+    return _magic_cost(ctx, "2020")["ns_per_pixel"]["as_given_rgb"] * 512 * 384 / 1e9
+
+
+@derived
+def magic_loop_2020_days_1m(ctx):
+    """1 M colour 512x384 frames through the original loop, one at a time under the GIL, in days."""
+    return magic_loop_2020_s_512x384(ctx) * 1e6 / 86400
+
+
+@derived
+def magic_loop_2020_days_1m_12mp(ctx):
+    """The same for 4000x3000 photos (2000x1500 frames after the halving resize)."""
+    return _magic_cost(ctx, "2020")["ns_per_pixel"]["as_given_rgb"] * 2000 * 1500 / 1e9 * 1e6 / 86400
+
+
+@derived
+def week_rate_1m(ctx):
+    """Images per second that get 1 M images through in a week (question 3)."""
+    return 1e6 / (7 * 86400)
+
+
+@derived
+def magic_loop_2020_years_100m(ctx):
+    return magic_loop_2020_s_512x384(ctx) * 1e8 / (365.25 * 86400)
+
+
+@derived
+def patched_to_original_rgb_2020(ctx):
+    return _magic_cost(ctx, "2020")["ns_per_pixel"]["patched_rgb"] / _magic_cost(ctx, "2020")["ns_per_pixel"]["as_given_rgb"]
+
+
+@derived
+def patched_to_original_grey_2020(ctx):
+    return _magic_cost(ctx, "2020")["ns_per_pixel"]["patched_grey"] / _magic_cost(ctx, "2020")["ns_per_pixel"]["as_given_grey"]
+
+
+@derived
+def earlier_patch_to_original_rgb_2020(ctx):
+    d = _magic_cost(ctx, "2020")["ns_per_pixel"]
+    return d["earlier_patch_grey_int"] / d["as_given_rgb"]
 
 
 # ------------------------------------------------------------------------- Case 1: memory
@@ -538,10 +825,16 @@ def memory_100m_verdict(ctx):
         return "На этой машине все фазы помещаются в память."
     if first_over.startswith(("A.", "B.")):
         return ("Память кончается на старте, а не «за дни до конца»: процесс упадёт по памяти (или уйдёт "
-                f"в своп) ещё до первого результата — в фазе «{first_over}»; очередь пула на 100 млн задач "
+                f"в своп), когда на диск не записан ни один результат (они пишутся только в конце), — в фазе «{first_over}»; очередь пула на 100 млн задач "
                 f"заполняется не дольше чем за {minutes} мин (скорость измерена с включённым tracemalloc, "
                 "то есть с запасом).")
     return f"Память кончается в фазе «{first_over}»: до этого результаты только в памяти."
+
+
+@derived
+def memory_1m_peak_gib(ctx):
+    """The original design's memory at its peak phase for 1 M images (the phase model)."""
+    return max(_mem(ctx)["timeline_model_gib"]["1m"].values())
 
 
 @derived
@@ -619,6 +912,24 @@ def growth_tables(ctx: Context) -> str:
     return t1 + "\n\n" + t2
 
 
+# -------------------------------------------------------------- Case 2: the API's performance
+
+API_OPERATIONS_RU = {"list": "список", "create": "создание", "claim": "выдача"}
+
+
+@derived
+def api_perf_target_verdict(ctx):
+    """Which operations of the fixed service reached the target share of the bare app's throughput."""
+    d = ctx.result("case2_api_perf")["data"]
+    target = d.get("target_rps_ratio", 0.7)
+    met = [op for op, v in d["operations"].items() if v["rps_ratio"] >= target]
+    if not met:
+        return "не достигнута ни для одной операции"
+    if len(met) == len(d["operations"]):
+        return "достигнута для всех операций"
+    return "достигнута только для: " + ", ".join(API_OPERATIONS_RU.get(op, op) for op in met)
+
+
 # --------------------------------------------------------------------------- Case 2: load
 
 def _runs(ctx: Context) -> List[dict]:
@@ -678,26 +989,47 @@ def load_summary(ctx: Context) -> str:
                   "Неудачных (доля)"], rows, "llrrrrrr")
 
 
+CLAIM_ROW = "выдача задания"
+
+
+def _endpoint_key(r: dict, endpoint: str) -> str:
+    """One row for the claim, whatever path each service serves it on."""
+    if endpoint == r.get("claim_endpoint") or endpoint.endswith(" /take_free_task"):
+        return CLAIM_ROW
+    return endpoint
+
+
 def _endpoint(r: dict, key: str) -> Optional[dict]:
-    if key == "GET/POST /take_free_task":
-        return r["endpoints"].get("GET /take_free_task") or r["endpoints"].get("POST /take_free_task")
-    return r["endpoints"].get(key)
+    return next((x for e, x in r["endpoints"].items() if _endpoint_key(r, e) == key), None)
 
 
 @block
 def load_endpoints(ctx: Context) -> str:
     runs = _runs(ctx)
-    keys = sorted({"GET/POST /take_free_task" if e.endswith(" /take_free_task") else e
-                   for r in runs for e in r["endpoints"]})
+    keys = sorted({_endpoint_key(r, e) for r in runs for e in r["endpoints"]}, key=lambda k: (k != CLAIM_ROW, k))
+    claims = sorted({e for r in runs for e in r["endpoints"] if _endpoint_key(r, e) == CLAIM_ROW})
     rows = []
     for key in keys:
-        row = [f"`{key}`"]
+        row = [f"{key} ({', '.join(f'`{c}`' for c in claims)})" if key == CLAIM_ROW else f"`{key}`"]
         for r in runs:
             x = _endpoint(r, key)
             row.append(f"{x['requests']} / {num(x['failure_ratio'] * 100)} % / {num(x['p95_ms'], 'g')}"
                        if x and x.get("requests") else "—")
         rows.append(row)
     return table(["Эндпоинт"] + [", ".join(_who(r)) for r in runs], rows)
+
+
+@block
+def load_anomalies(ctx: Context) -> str:
+    """What taskcheck's checkers find in each load run's recorded history (the same checks)."""
+    runs = [r for r in _runs(ctx) if r.get("checker")]
+    if not runs:
+        raise Missing("case2_load has no checker results (recorded before the load runs used taskcheck)")
+    kinds = sorted({k for r in runs for k in r["checker"]["counts"]})
+    findings = {a["kind"]: ", ".join(a.get("findings", [])) for r in runs for a in r["checker"].get("anomalies", [])}
+    rows = [[f"`{k}`", findings.get(k, "")] + [str(r["checker"]["counts"].get(k, 0)) for r in runs] for k in kinds]
+    rows.append(["**всего**", ""] + [f"**{r['checker']['total']}**" for r in runs])
+    return table(["Аномалия", "Находки"] + [", ".join(_who(r)) for r in runs], rows, "ll" + "r" * len(runs))
 
 
 @block
@@ -725,7 +1057,7 @@ def load_consistency(ctx: Context) -> str:
                                str(db["tasks_created_acknowledged"]), str(db["sum_tasks_number"]),
                                str(db["lost_counter_updates"]),
                                f"{db['total_counter']} (`{db['total_counter_source']}`)", str(db["lost_total_updates"])])
-    return table(["Сервис", "Сервер", "Успешных ответов `take_free_task`", "Повторных выдач",
+    return table(["Сервис", "Сервер", "Успешных выдач задания", "Повторных выдач",
                   "Заданий занято в БД", "Занято без успешного ответа", "Заданий создано (БД)",
                   "Из них подтверждено ответом 2xx", "Сумма `tasks_number`", "Потеряно обновлений `tasks_number`",
                   "Общий счётчик", "Потеряно обновлений общего счётчика"], rows, "ll" + "r" * 10)
@@ -738,7 +1070,7 @@ def load_connections(ctx: Context) -> str:
         c = r["connections"]
         a = c["after_load"]
         rows.append(_who(r) + [str(a["total"]), str(a["idle_in_transaction"]), str(a["waiting_on_lock"]),
-                               str(a["oldest_transaction_s"]), str(c["after_stop"])])
+                               num(a["oldest_transaction_s"], ".1f"), str(c["after_stop"])])
     return table(["Сервис", "Сервер", "Соединений после нагрузки", "Из них idle in transaction",
                   "Ждут блокировку", "Самая старая открытая транзакция, с", "Осталось после остановки сервиса"],
                  rows, "llrrrrr")

@@ -32,10 +32,13 @@ def _figure(size=(7.0, 3.6)):
 
 def render_svg(func: Callable, ctx) -> bytes:
     import matplotlib
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
     with matplotlib.rc_context(STYLE):
         fig = func(ctx)
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata=METADATA)
+    plt.close(fig)  # figures drawn through pyplot (workbench.case1_scale) are kept by it until closed
     return buf.getvalue().encode("utf-8")
 
 
@@ -90,21 +93,25 @@ def threads_model_vs_measured(ctx):
     return fig
 
 
-@plot("case1_fixed_vs_patched.svg")
-def fixed_vs_patched(ctx):
-    comp = ctx.result("case1_throughput")["data"]["real_script"]["comparison"]
-    fig = _figure()
-    ax = fig.subplots()
-    for key, style, label in (("patched", "s-", "патченый (исходный дизайн)"),
-                              ("fixed", "o-", "переделанный конвейер"),
-                              ("fixed_model", ":", "модель переделанного на этой машине")):
-        pts = [(r["N"], r[key]) for r in comp if r.get(key) is not None]
-        ax.plot([n for n, _ in pts], [v for _, v in pts], style, label=label)
-    ax.set(xlabel="потоков / рабочих N", ylabel="изображений/с", ylim=(0, None),
-           title="Вопрос 2: настоящий код, один прогон, один сервер")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+@plot("case1_designs.svg")
+def designs(ctx):
+    """Question 2 measured: images/s against concurrency for the six designs (workbench.case1_scale)."""
+    from .case1_scale import plot_designs
+    return plot_designs(ctx.result("case1_designs")["data"]["summary"])
+
+
+@plot("case1_machines_premise.svg")
+def machines_premise(ctx):
+    """Question 3: the N-machine model under the task's premises."""
+    from .case1_scale import plot_machines
+    return plot_machines(ctx.result("case1_machines")["data"]["models"]["premise"])
+
+
+@plot("case1_machines_measured.svg")
+def machines_measured(ctx):
+    """Question 3: the N-machine model with the costs measured on 4000x3000 photos."""
+    from .case1_scale import plot_machines
+    return plot_machines(ctx.result("case1_machines")["data"]["models"]["measured"])
 
 
 @plot("case1_memory.svg")

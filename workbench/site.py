@@ -33,6 +33,7 @@ SINGLE_PAGE = "review.md"  # every page in one document (printed to PDF by workb
 NOTEBOOK_LINK = re.compile(r"\]\(\.\./notebooks/(?P<stem>[\w-]+)\.ipynb(?P<anchor>#[^)]*)?\)")
 MD_LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]+)\]\((?P<target>[^)\s]+)\)")
 CODE = re.compile(r"(```.*?```|`[^`\n]+`)", re.S)
+FENCED = re.compile(r"(```.*?```)", re.S)  # a link's text may hold inline code, so links skip only these
 MATH = re.compile(r"\$\$(?P<block>.+?)\$\$|\$(?P<inline>[^$\n]+?)\$", re.S)
 
 
@@ -50,8 +51,28 @@ def page_sections(review: Path = REVIEW) -> List[Tuple[str, List[dict]]]:
 
 
 def _site_links(text: str) -> str:
-    """Links that point outside review/ on GitHub, pointed at their pages in the site."""
-    return NOTEBOOK_LINK.sub(lambda m: f"](notebooks/{m['stem']}.md{m['anchor'] or ''})", text)
+    """Links that point outside review/ on GitHub, pointed at their pages in the site.
+
+    A notebook has a page in the site; any other repository file (code, an example) does not, so
+    its link becomes the file's path, written as code, which the reader finds in the repository.
+    """
+    text = NOTEBOOK_LINK.sub(lambda m: f"](notebooks/{m['stem']}.md{m['anchor'] or ''})", text)
+    return _outside_code(text, lambda part: MD_LINK.sub(_repo_file_as_path, part), FENCED)
+
+
+def _outside_code(text: str, change, code: "re.Pattern" = CODE) -> str:
+    """Apply ``change`` to the Markdown outside code (spans and fenced blocks, or what ``code`` matches)."""
+    parts = code.split(text)
+    return "".join(part if i % 2 else change(part) for i, part in enumerate(parts))
+
+
+def _repo_file_as_path(m: "re.Match") -> str:
+    """``[text](../path)`` -> ``text (`path`)``, or just ``text`` when it already is the path."""
+    target, text = m["target"], m["text"]
+    if not target.startswith("../"):
+        return m.group(0)
+    path = target.split("#", 1)[0][len("../"):]
+    return text if text.strip("`") == path else f"{text} (`{path}`)"
 
 
 # -------------------------------------------------------------------------------- notebooks
@@ -65,8 +86,7 @@ def tex_to_mathml(markdown: str) -> str:
             return "\n\n" + convert(m["block"].strip(), display="block") + "\n\n"
         return convert(m["inline"].strip())
 
-    parts = CODE.split(markdown)
-    return "".join(part if i % 2 else MATH.sub(math, part) for i, part in enumerate(parts))
+    return _outside_code(markdown, lambda part: MATH.sub(math, part))
 
 
 def notebook_page(path: Path, docs: Path) -> str:
@@ -112,9 +132,9 @@ def single_page(sections: List[Tuple[str, List[dict]]], review: Path) -> str:
         page, _, anchor = target.partition("#")
         if page in files:
             return f"[{text}](#{anchor or 'page-' + Path(page).stem.lower()})"
-        if page.startswith("../") or (page.endswith(".ipynb")):
-            return f"{text} (`{page.lstrip('./')}`)"
-        return m.group(0)
+        if page.endswith(".ipynb"):  # a notebook has its own page in the site, not in the document
+            return f"{text} (`{page[len('../'):] if page.startswith('../') else page}`)"
+        return _repo_file_as_path(m)
 
     chunks = ["# Ревью кода: два кейса с доказательствами (всё на одной странице)\n"]
     for section, pages in sections:
