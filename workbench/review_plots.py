@@ -84,7 +84,7 @@ def threads_model_vs_measured(ctx):
     if rs.get("by_threads"):
         pts = sorted((int(k), v) for k, v in rs["by_threads"].items())
         ax.plot([k for k, _ in pts], [v for _, v in pts], "s--", color="C2",
-                label="патченый скрипт, 640×480 JPEG (измерено)")
+                label="минимально исправленный скрипт, 640×480 JPEG (измерено)")
     ax.set(xlabel="число потоков пула N", ylabel="изображений/с", xlim=(0, n_max + 0.5),
            ylim=(0, p["cap_images_per_s"] * 1.25),
            title="Вопрос 1: модель узкого места и измерение")
