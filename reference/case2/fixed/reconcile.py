@@ -62,9 +62,12 @@ class Report:
         return asdict(self)
 
 
+PLACEMENT_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, %s)"
+
+
 def lock_placement(database: Database, task_id: int) -> None:
     """Inside the creating transaction, before placing the file of ``task_id``."""
-    database.execute_sql("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, task_id))
+    database.execute_sql(PLACEMENT_LOCK_SQL, (LOCK_SPACE, task_id))
 
 
 def _pid_alive(pid: int) -> bool:
