@@ -4,7 +4,8 @@ WSGI function (no Flask, no ORM at request time, no validation beyond what the S
 The statements are the fixed service's own, compiled once from its peewee queries
 (``reference.case2.fixed.prepared``), so the baseline sends the same text with the same
 parameters: the authentication lookup, the page of tasks with their state, the creating
-transaction (INSERT, advisory lock, the two counter UPDATEs, between BEGIN and COMMIT) and the
+transaction (the INSERT that also takes the file's advisory lock, the two counter UPDATEs,
+between BEGIN and COMMIT) and the
 claiming UPDATE (one autocommitted statement, as in the service). Creating also stages the image, fsyncs it
 and renames it into place, as the service does. Each server thread keeps one connection of its
 own. ``DATABASE_URL`` and ``IMAGE_STORAGE_DIR`` configure it.
@@ -26,7 +27,6 @@ import psycopg2
 
 from reference.case2.fixed.auth import BY_TOKEN
 from reference.case2.fixed.models import COUNT_FOR_OWNER, COUNT_IN_TOTAL
-from reference.case2.fixed.reconcile import LOCK_SPACE, PLACEMENT_LOCK_SQL
 from reference.case2.fixed.views.claims import CLAIM
 from reference.case2.fixed.views.tasks import INSERT, PAGE
 
@@ -102,7 +102,6 @@ def app(environ, start_response):
             cur.execute(INSERT.sql, INSERT.params({"user": uid, "meta": body["meta"],
                                                    "image_type": "image/png", "image_ext": "png"}))
             task_id = cur.fetchone()[0]
-            cur.execute(PLACEMENT_LOCK_SQL, (LOCK_SPACE, task_id))
             os.replace(staged, os.path.join(STORAGE, f"{task_id}.png"))
             cur.execute(COUNT_FOR_OWNER.sql, COUNT_FOR_OWNER.params({"owner": uid}))
             cur.execute(COUNT_IN_TOTAL.sql, COUNT_IN_TOTAL.params({}))

@@ -11,7 +11,7 @@ from ..errors import InvalidField
 from ..images import inspect_image
 from ..prepared import Prepared
 from ..models import Task, count_created_task, db
-from ..reconcile import lock_placement
+from ..reconcile import placement_lock
 from . import (AFTER, IMAGE_EXT, IMAGE_TYPE, LIMIT, META, USER, config, image_storage, own_task,
                remove_images, task_json, tasks_with_state)
 
@@ -23,8 +23,9 @@ FOREIGN_KEY_VIOLATION = "23503"
 PAGE = Prepared(tasks_with_state().where((Task.owner == USER) & (Task.id > AFTER))
                 .order_by(Task.id).limit(LIMIT),
                 Task, user=USER, after=AFTER, limit=LIMIT)
+# The new row, and the lock that keeps the reconciler off its file until COMMIT.
 INSERT = Prepared(Task.insert(owner=USER, metadata=META, image_type=IMAGE_TYPE,
-                              image_ext=IMAGE_EXT).returning(Task),
+                              image_ext=IMAGE_EXT).returning(Task, placement_lock(Task.id)),
                   Task, user=USER, meta=META, image_type=IMAGE_TYPE, image_ext=IMAGE_EXT)
 
 
@@ -75,8 +76,9 @@ def create_task():
         placed = committing = False
         try:
             with db.atomic():
+                # The row, and the placement lock: the reconciler leaves the file of a
+                # transaction in flight alone.
                 task = _insert(meta, kind)
-                lock_placement(db, task["id"])  # the reconciler leaves an in-flight file alone
                 storage.place(staged, task["id"], kind.ext)
                 placed = True
                 count_created_task(g.user.id)
