@@ -5,10 +5,10 @@ The statements are the fixed service's own, compiled once from its peewee querie
 (``reference.case2.fixed.prepared``), so the baseline sends the same text with the same
 parameters: the authentication lookup, the page of tasks with their state, the creating
 transaction (the INSERT that also takes the file's advisory lock, the two counter UPDATEs,
-between BEGIN and COMMIT) and the
-claiming UPDATE (one autocommitted statement, as in the service). Creating also stages the image, fsyncs it
-and renames it into place, as the service does. Each server thread keeps one connection of its
-own. ``DATABASE_URL`` and ``IMAGE_STORAGE_DIR`` configure it.
+between BEGIN and COMMIT) and the claiming UPDATE (one autocommitted statement, as in the
+service). Creating also stages the image, fsyncs it and renames it into place, as the service
+does. Each server thread keeps one connection of its own. ``DATABASE_URL`` and
+``IMAGE_STORAGE_DIR`` configure it.
 
     gunicorn -k gthread --threads 4 benchmarks.case2.bare_app:app
 """
@@ -56,8 +56,8 @@ def _user(environ, cur):
     match = _BEARER.fullmatch(environ.get("HTTP_AUTHORIZATION", ""))
     if match is None:
         return None
-    cur.execute(BY_TOKEN.sql,
-                BY_TOKEN.params({"token_hash": hashlib.sha256(match.group(1).encode()).hexdigest()}))
+    token_hash = hashlib.sha256(match.group(1).encode()).hexdigest()
+    cur.execute(BY_TOKEN.sql, BY_TOKEN.params({"token_hash": token_hash}))
     return cur.fetchone()
 
 

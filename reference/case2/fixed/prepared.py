@@ -71,16 +71,18 @@ class Prepared:
 
     def run(self, database, **values) -> list[dict]:
         cursor = database.execute_sql(self.sql, self.params(values))
-        if cursor.description is None:
-            return []
-        keys, convert = [], []
-        for column in (d[0] for d in cursor.description):
-            key, converter = self._columns.get(column, (column, None))
-            keys.append(key)
-            if converter is not None:
-                convert.append((key, converter))
-        rows = [dict(zip(keys, row)) for row in cursor.fetchall()]
-        cursor.close()
+        try:
+            if cursor.description is None:  # no RETURNING
+                return []
+            keys, convert = [], []
+            for column in (d[0] for d in cursor.description):
+                key, converter = self._columns.get(column, (column, None))
+                keys.append(key)
+                if converter is not None:
+                    convert.append((key, converter))
+            rows = [dict(zip(keys, row)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
         for row in rows if convert else ():
             for key, converter in convert:
                 row[key] = converter(row[key])
