@@ -160,7 +160,11 @@ def _summary(runs: list[dict]) -> dict:
 
 # (substring of the profiled function's file or name, category); first match wins.
 CATEGORIES = (("PIL", "image_decoding"), ("peewee", "orm"), ("playhouse", "orm"),
-              ("psycopg2", "database"), ("flask", "framework"), ("werkzeug", "framework"),
+              ("psycopg2", "database"),
+              # psycopg2's C execute, reached through the service's GuardedCursor subclass
+              # (cProfile names it after the subclass): the round trip to PostgreSQL.
+              ("GuardedCursor.execute at", "database"),
+              ("flask", "framework"), ("werkzeug", "framework"),
               ("json", "json"), ("hashlib", "token_hash"), ("sha256", "token_hash"),
               ("fsync", "file_io"), ("posix", "file_io"), ("tempfile", "file_io"),
               ("base64", "base64"), ("binascii", "base64"))

@@ -12,10 +12,15 @@ import secrets
 from flask import Request
 from werkzeug.exceptions import Unauthorized
 
-from .models import User
+from .prepared import Prepared, Slot
+from .models import User, db
 
 TOKEN_PATTERN = r"[A-Za-z0-9_-]{20,128}"
 _BEARER = re.compile(rf"bearer +({TOKEN_PATTERN})", re.IGNORECASE | re.ASCII)
+_TOKEN_HASH = Slot(0)
+# The query of User.get_or_none(User.token_hash == …), compiled once: every request sends it.
+BY_TOKEN = Prepared(User.select().where(User.token_hash == _TOKEN_HASH).limit(1),
+                    User, token_hash=_TOKEN_HASH)
 
 
 def hash_token(token: str) -> str:
@@ -33,7 +38,9 @@ def authenticate(request: Request) -> User:
     match = _BEARER.fullmatch(request.headers.get("Authorization", ""))
     if match is None:
         raise Unauthorized("a bearer token is required")
-    user = User.get_or_none(User.token_hash == hash_token(match.group(1)))
-    if user is None:
+    rows = BY_TOKEN.run(db, token_hash=hash_token(match.group(1)))
+    if not rows:
         raise Unauthorized("invalid token")
+    user = User(__no_default__=1, **rows[0])  # as peewee builds a fetched row: nothing dirty
+    user._dirty.clear()
     return user

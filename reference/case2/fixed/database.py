@@ -93,6 +93,7 @@ class StatementWatchdog:
         self._due: dict[int, tuple[float, object]] = {}  # guard id -> (deadline, connection)
         self._next_id = 0
         self._thread: threading.Thread | None = None
+        self._wakes_at = float("inf")  # when the watchdog thread looks next
         self.cut = 0  # connections cut in this process
 
     @contextlib.contextmanager
@@ -104,7 +105,11 @@ class StatementWatchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="db-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._due[key][0] < self._wakes_at:
+                # Wake the thread only when this deadline comes before its next look: deadlines
+                # are now + a fixed timeout, so under load it sleeps instead of waking per
+                # statement (a thread switch, and the GIL, per round trip).
+                self._cond.notify()
         try:
             yield
         finally:
@@ -120,6 +125,7 @@ class StatementWatchdog:
                     self.cut += 1
                     _shut_down(connection)
                 nearest = min((deadline for deadline, _ in self._due.values()), default=None)
+                self._wakes_at = float("inf") if nearest is None else nearest
                 self._cond.wait(None if nearest is None else max(0.0, nearest - now))
 
 
@@ -241,3 +247,4 @@ def init_app(app: Flask, database: PooledPostgresqlDatabase) -> None:
     def init_db_command():
         """Create the tables and indexes."""
         models.create_schema(database)
+

@@ -25,6 +25,8 @@ from peewee import (
 )
 from playhouse.postgres_ext import DateTimeTZField
 
+from .prepared import Prepared, Slot
+
 # Bound to the application's database by ``database.init_app``.
 db = DatabaseProxy()
 
@@ -102,11 +104,18 @@ def create_schema(database: Database) -> None:
         Stats.insert(id=STATS_ROW, tasks_created=0).on_conflict_ignore().execute()
 
 
+_OWNER = Slot(0)
+COUNT_FOR_OWNER = Prepared(User.update(tasks_number=User.tasks_number + 1)
+                           .where(User.id == _OWNER), User, owner=_OWNER)
+COUNT_IN_TOTAL = Prepared(Stats.update(tasks_created=Stats.tasks_created + 1)
+                          .where(Stats.id == STATS_ROW), Stats)
+
+
 def count_created_task(user_id: int) -> None:
     """Increment the owner's and the global counters in SQL (call inside the creating
     transaction, as its last statements: the row locks are then held only until COMMIT)."""
-    User.update(tasks_number=User.tasks_number + 1).where(User.id == user_id).execute()
-    Stats.update(tasks_created=Stats.tasks_created + 1).where(Stats.id == STATS_ROW).execute()
+    COUNT_FOR_OWNER.run(db, owner=user_id)
+    COUNT_IN_TOTAL.run(db)
 
 
 def total_tasks_created() -> int:

@@ -37,7 +37,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from peewee import Database
+from peewee import Database, fn
 
 from .database import dedicated
 from .storage import ImageStorage
@@ -62,9 +62,11 @@ class Report:
         return asdict(self)
 
 
-def lock_placement(database: Database, task_id: int) -> None:
-    """Inside the creating transaction, before placing the file of ``task_id``."""
-    database.execute_sql("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, task_id))
+def placement_lock(task_id):
+    """The lock of a task's file as an SQL expression, for the creating transaction to take
+    before it places the file: the INSERT returns it (``RETURNING …, pg_advisory_xact_lock``),
+    so taking it costs no round trip of its own; it is held until COMMIT or ROLLBACK."""
+    return fn.pg_advisory_xact_lock(LOCK_SPACE, task_id).alias("placement_locked")
 
 
 def _pid_alive(pid: int) -> bool:

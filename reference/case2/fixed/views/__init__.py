@@ -5,8 +5,13 @@ from flask import current_app, g
 from werkzeug.exceptions import NotFound
 
 from ..config import Config
+from ..prepared import Slot
 from ..models import STATE, Task
 from ..storage import ImageStorage
+
+
+# Per-request values of the statements compiled once (``database.Prepared``).
+USER, AFTER, LIMIT, LEASE, SECONDS, META, IMAGE_TYPE, IMAGE_EXT = (Slot(n) for n in range(8))
 
 
 def image_storage() -> ImageStorage:

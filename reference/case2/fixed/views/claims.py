@@ -14,14 +14,27 @@ from __future__ import annotations
 import uuid
 
 from flask import Blueprint, g, request
-from peewee import SQL, fn
+from peewee import SQL, Value, fn
 from werkzeug.exceptions import Conflict, NotFound
 
 from .. import validation
-from ..models import CLAIMABLE, Task
-from . import config, task_json
+from ..prepared import Prepared
+from ..models import CLAIMABLE, Task, db
+from . import LEASE, SECONDS, USER, config, task_json
 
 bp = Blueprint("claims", __name__)
+
+_oldest_claimable = (Task.select(Task.id)
+                     .where((Task.owner == USER) & CLAIMABLE)
+                     .order_by(Task.id).limit(1)
+                     .for_update("FOR UPDATE SKIP LOCKED"))
+# One statement, atomic by itself (autocommit): no BEGIN/COMMIT round trips around it.
+CLAIM = Prepared(Task.update(free=False, claimed_by=USER, claimed_at=fn.now(),
+                             lease_id=Value(LEASE),  # the hex of a fresh uuid4, as peewee sends it
+                             lease_expires_at=fn.now() + SQL("make_interval(secs => %s)",
+                                                             [SECONDS]))
+                 .where(Task.id == _oldest_claimable).returning(Task),
+                 Task, user=USER, lease=LEASE, seconds=SECONDS)
 
 
 def _lease_json(task: dict) -> dict:
@@ -38,17 +51,8 @@ def claim_task():
     if "lease_seconds" in body:
         seconds = validation.integer(body["lease_seconds"], "lease_seconds", 1,
                                      cfg.max_lease_seconds)
-    oldest_claimable = (Task.select(Task.id)
-                        .where((Task.owner == g.user.id) & CLAIMABLE)
-                        .order_by(Task.id).limit(1)
-                        .for_update("FOR UPDATE SKIP LOCKED"))
-    # One statement, atomic by itself (autocommit): no BEGIN/COMMIT round trips around it.
-    claimed = (Task.update(free=False, claimed_by=g.user.id, claimed_at=fn.now(),
-                           lease_id=uuid.uuid4(),
-                           lease_expires_at=fn.now() + SQL("make_interval(secs => %s)", [seconds]))
-               .where(Task.id == oldest_claimable)
-               .returning(Task).dicts().execute())
-    task = next(iter(claimed), None)
+    claimed = CLAIM.run(db, user=g.user.id, lease=uuid.uuid4().hex, seconds=seconds)
+    task = claimed[0] if claimed else None
     if task is None:
         return "", 204, {"Cache-Control": "no-store"}
     return ({"task": task_json(task, "claimed"), "lease": _lease_json(task)}, 200,

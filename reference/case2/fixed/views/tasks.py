@@ -9,13 +9,24 @@ from werkzeug.http import parse_range_header
 from .. import validation
 from ..errors import InvalidField
 from ..images import inspect_image
+from ..prepared import Prepared
 from ..models import Task, count_created_task, db
-from ..reconcile import lock_placement
-from . import config, image_storage, own_task, remove_images, task_json, tasks_with_state
+from ..reconcile import placement_lock
+from . import (AFTER, IMAGE_EXT, IMAGE_TYPE, LIMIT, META, USER, config, image_storage, own_task,
+               remove_images, task_json, tasks_with_state)
 
 bp = Blueprint("tasks", __name__)
 
 FOREIGN_KEY_VIOLATION = "23503"
+
+# A page of the caller's tasks after ``after`` (one more than asked: is there a next page?).
+PAGE = Prepared(tasks_with_state().where((Task.owner == USER) & (Task.id > AFTER))
+                .order_by(Task.id).limit(LIMIT),
+                Task, user=USER, after=AFTER, limit=LIMIT)
+# The new row, and the lock that keeps the reconciler off its file until COMMIT.
+INSERT = Prepared(Task.insert(owner=USER, metadata=META, image_type=IMAGE_TYPE,
+                              image_ext=IMAGE_EXT).returning(Task, placement_lock(Task.id)),
+                  Task, user=USER, meta=META, image_type=IMAGE_TYPE, image_ext=IMAGE_EXT)
 
 
 def _task_input() -> tuple[str, bytes]:
@@ -36,10 +47,10 @@ def _task_input() -> tuple[str, bytes]:
     return validation.meta(body.get("meta")), validation.base64_bytes(body.get("image"), "image")
 
 
-def _insert(meta: str, kind) -> Task:
+def _insert(meta: str, kind) -> dict:
     try:
-        return Task.create(owner=g.user.id, metadata=meta, image_type=kind.mime,
-                           image_ext=kind.ext)
+        return INSERT.run(db, user=g.user.id, meta=meta, image_type=kind.mime,
+                          image_ext=kind.ext)[0]
     except IntegrityError as exc:
         if getattr(getattr(exc, "orig", None), "pgcode", None) == FOREIGN_KEY_VIOLATION:
             # The user was deleted after this request authenticated it.
@@ -50,8 +61,7 @@ def _insert(meta: str, kind) -> Task:
 @bp.get("/tasks")
 def list_tasks():
     after, limit = validation.page(request.args)
-    rows = list(tasks_with_state().where((Task.owner == g.user.id) & (Task.id > after))
-                .order_by(Task.id).limit(limit + 1))
+    rows = PAGE.run(db, user=g.user.id, after=after, limit=limit + 1)
     items = rows[:limit]
     return {"items": [task_json(t) for t in items],
             "next": items[-1]["id"] if len(rows) > limit else None}
@@ -66,9 +76,10 @@ def create_task():
         placed = committing = False
         try:
             with db.atomic():
+                # The row, and the placement lock: the reconciler leaves the file of a
+                # transaction in flight alone.
                 task = _insert(meta, kind)
-                lock_placement(db, task.id)  # the reconciler leaves an in-flight file alone
-                storage.place(staged, task.id, kind.ext)
+                storage.place(staged, task["id"], kind.ext)
                 placed = True
                 count_created_task(g.user.id)
                 committing = True  # only COMMIT is left
@@ -77,11 +88,12 @@ def create_task():
             # is unknown: keep the file, and have it decided by the row as soon as the
             # database can say (reconcile.PendingFiles).
             if placed and not committing:
-                storage.remove([(task.id, kind.ext)])
+                storage.remove([(task["id"], kind.ext)])
             elif committing:
-                current_app.extensions["pending_files"].add(task.id, kind.ext)
+                current_app.extensions["pending_files"].add(task["id"], kind.ext)
             raise
-    return task_json(task, "free"), 201, {"Location": url_for("tasks.get_task", task_id=task.id)}
+    location = url_for("tasks.get_task", task_id=task["id"])
+    return task_json(task, "free"), 201, {"Location": location}
 
 
 @bp.get("/tasks/<id:task_id>")
