@@ -1,6 +1,8 @@
 """Fixtures shared by every evidence suite."""
 from __future__ import annotations
 
+import psutil  # noqa: F401  (loaded before any pytester run snapshots and restores sys.modules:
+# psutil finds itself there at call time, so a copy first loaded inside such a run breaks later)
 import pytest
 
 from workbench import pg
