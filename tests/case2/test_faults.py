@@ -410,6 +410,42 @@ def test_reconciler_spares_files_of_transactions_in_flight(service, monkeypatch)
     assert [t[0] for t in svc.db.tasks()] == [kept["id"]]
 
 
+@pytest.mark.finding("C2-16", side="fixed")
+def test_creating_a_task_holds_its_placement_lock_while_the_file_is_placed(service, monkeypatch):
+    # The reconciler's guarantee rests on this: while a creating transaction places its file,
+    # that task's advisory lock is taken, so the reconciler skips the file (in flight).
+    import psycopg2
+
+    from reference.case2.fixed import storage as storage_module
+    from reference.case2.fixed.reconcile import LOCK_SPACE
+
+    svc = service
+    user = svc.api.create_user("a@example.com")
+    seen = []
+    place = storage_module.ImageStorage.place
+
+    def place_and_probe(self, staged, task_id, ext):
+        probe = psycopg2.connect(svc.module.config.database_url)
+        try:
+            probe.autocommit = True
+            with probe.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, task_id))
+                free = cur.fetchone()[0]
+                if free:
+                    cur.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, task_id))
+            seen.append((task_id, free))
+        finally:
+            probe.close()
+        return place(self, staged, task_id, ext)
+
+    monkeypatch.setattr(storage_module.ImageStorage, "place", place_and_probe)
+    task = svc.api.create_task(user)
+    assert seen == [(task["id"], False)], "the file was placed while its lock was free"
+    with psycopg2.connect(svc.module.config.database_url) as after, after.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_SPACE, task["id"]))
+        assert cur.fetchone()[0], "the lock outlived the creating transaction"
+
+
 def _run_reconcile(svc) -> dict:
     """``flask reconcile`` (on demand) against the service under test."""
     result = svc.module.app.test_cli_runner().invoke(args=["reconcile"])
